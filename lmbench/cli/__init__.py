@@ -1,0 +1,1 @@
+"""Console scripts: lmbench (the Hydra app) and lmbench-plugins."""

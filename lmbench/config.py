@@ -1,0 +1,130 @@
+"""Typed schemas of every Hydra config group, registered in the ConfigStore.
+
+Hydra validates composed configs against these dataclasses, so a typo in a key, a wrong type or an
+unknown option stops the run at start with Hydra's message, before any data is read or model built.
+Objective schemas are not here: each plugin brings its own dataclass (see `register_configs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from lmbench.objectives.registry import ObjectiveRegistry
+
+
+@dataclass
+class BackboneConfig:
+    """Which model the objective trains.
+
+    kind:   encoder | decoder | encoder-decoder | auto (auto = the objective's first supported kind).
+    size:   tiny | small | base: presets that match width, depth and heads across kinds.
+    family: auto | bert | roberta | gpt2 | llama | t5 | bart (auto = bert / gpt2 / t5 for the kind).
+    pretrained: a local transformers model directory to start from instead of a preset.
+    config_overrides: extra keyword arguments for the transformers config class.
+    """
+
+    kind: str = "auto"
+    size: str = "tiny"
+    family: str = "auto"
+    pretrained: Optional[str] = None
+    attn_implementation: str = "sdpa"
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TokenizerConfig:
+    """The one tokenizer shared by every objective in a comparison.
+
+    type: wordpiece | bpe | unigram (trained locally with `tokenizers` on the pretraining corpus).
+    path: a local tokenizer directory to use instead of training one.
+    """
+
+    type: str = "wordpiece"
+    vocab_size: int = 4096
+    min_frequency: int = 2
+    path: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    """Where pretraining text comes from and how it is cut into blocks.
+
+    source: builtin | text | hf.  builtin = the generated corpus (size in documents, seed);
+    text = a local file or folder of .txt files (`path`); hf = a Hugging Face dataset (`hf_name`, ...).
+    """
+
+    source: str = "builtin"
+    path: Optional[str] = None
+    builtin_documents: int = 4000
+    builtin_seed: int = 0
+    hf_name: Optional[str] = None
+    hf_config: Optional[str] = None
+    hf_split: str = "train"
+    hf_text_column: str = "text"
+    seq_len: int = 128
+    val_fraction: float = 0.05
+    batch_size: int = 32
+    num_workers: int = 0
+    cache_dir: str = "${oc.env:LMBENCH_CACHE,${oc.env:HOME,.}/.cache/lmbench}"
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warmup then linear or cosine decay (or constant)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    warmup_fraction: float = 0.06
+    schedule: str = "linear"
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings. `max_tokens`, when set, overrides `max_steps` (tokens / batch)."""
+
+    max_steps: int = 200
+    max_tokens: Optional[int] = None
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    gradient_clip_val: Optional[float] = 1.0
+    accumulate_grad_batches: int = 1
+    val_check_interval: int = 100
+    limit_val_batches: int = 20
+    log_every_n_steps: int = 10
+    checkpoint: bool = True
+    progress_bar: bool = True
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class LmbenchConfig:
+    """The root schema; `conf/config.yaml` picks one option per group on top of it."""
+
+    objective: Any = MISSING
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+    save_model: bool = True
+    output_dir: str = "${hydra:runtime.output_dir}"
+
+
+def register_configs(registry: ObjectiveRegistry) -> None:
+    """Store the root schema and one `objective/<name>` node per discovered (loadable) objective."""
+    cs = ConfigStore.instance()
+    cs.store(name="lmbench_schema", node=LmbenchConfig)
+    cs.store(group="backbone", name="schema", node=BackboneConfig)
+    cs.store(group="data", name="schema", node=DataConfig)
+    cs.store(group="trainer", name="schema", node=TrainerConfig)
+    for record in registry.records():
+        if record.ok and record.cls is not None:
+            cs.store(group="objective", name=record.name, node=record.cls.config_class(name=record.name))

@@ -1,0 +1,1 @@
+"""Data: the tokenizer, corpus sources, packed memory-mapped token blocks and the Lightning datamodule."""

@@ -1,0 +1,140 @@
+"""The pretraining recipe: compose -> check -> tokenize -> pack -> build -> train -> save -> record.
+
+This is the driver `lmbench` runs for every job of a sweep. Every check a user could fail (objective
+name, its config, backbone kind, data source, output directory, budget) happens before the corpus is
+read or a model is built, so a bad command fails within seconds with a message naming the key.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from lmbench.backbones.build import build_backbone, describe, parameter_count, resolve_kind
+from lmbench.data.blocks import BlockView, build_token_stream
+from lmbench.data.datamodule import PretrainDataModule
+from lmbench.data.sources import make_source
+from lmbench.data.tokenizer import load_or_train_tokenizer
+from lmbench.objectives.base import Objective, ObjectiveConfig, TokenInfo
+from lmbench.objectives.registry import ObjectiveRegistry, default_registry
+from lmbench.results import config_hash, now_iso, write_results
+from lmbench.train.module import PretrainModule
+from lmbench.train.trainer import build_trainer, resolve_precision, resolve_total_steps
+
+
+class OutputDirError(OSError):
+    """The output directory cannot be written; raised before any expensive work."""
+
+
+def check_writable(output_dir: Path) -> None:
+    """Create output_dir and prove a file can be written there (disk full / read-only fail here)."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / ".lmbench-write-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputDirError(f"output directory {str(output_dir)!r} is not writable: {exc.strerror or exc}; "
+                             "choose another with output_dir=... or hydra.run.dir=...") from exc
+
+
+@dataclass
+class ResolvedObjective:
+    """The objective class, its validated config and the backbone kind it will train."""
+
+    cls: type[Objective]
+    config: ObjectiveConfig
+    kind: str
+
+
+def resolve_objective(cfg: DictConfig, registry: ObjectiveRegistry | None = None) -> ResolvedObjective:
+    """Look the objective up, validate its config (dataclass __post_init__), and pick the backbone kind."""
+    registry = registry or default_registry()
+    name = cfg.objective.get("name") if isinstance(cfg.objective, DictConfig) else None
+    if not name:
+        raise ValueError(f"objective has no name; choose one with objective=<name>: {', '.join(registry.names())}")
+    cls = registry.get(name)
+    config = OmegaConf.to_object(cfg.objective)
+    if not isinstance(config, cls.config_class):  # a plain dict node: build the dataclass to validate it
+        config = cls.config_class(**OmegaConf.to_container(cfg.objective, resolve=True))
+    kind = resolve_kind(cfg.backbone, name, tuple(cls.backbone_kinds))
+    return ResolvedObjective(cls, config, kind)
+
+
+def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """Run one pretraining job described by `cfg`, filling `record` (results.json) as it goes."""
+    started = time.perf_counter()
+    output_dir = Path(cfg.output_dir)
+    check_writable(output_dir)
+    resolved_cfg = OmegaConf.to_container(cfg, resolve=True)
+    record["config_hash"] = config_hash(resolved_cfg)
+    record["seed"] = int(cfg.seed)
+
+    resolved = resolve_objective(cfg)
+    record["objective"] = {"name": resolved.cls.name, "config": resolved.config.to_dict()}
+    source = make_source(cfg.data)
+    tokens_per_step_guess = cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.accumulate_grad_batches
+    resolve_total_steps(cfg.trainer, tokens_per_step_guess)  # fail on a bad budget before any work
+    precision = resolve_precision(cfg.trainer)
+    record["precision"] = precision
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    cache_dir = Path(cfg.data.cache_dir).expanduser()
+    tokenizer, tok_hash = load_or_train_tokenizer(cfg.data.tokenizer, source, cache_dir)
+    record["tokenizer_hash"] = tok_hash
+    tokens = TokenInfo.from_tokenizer(tokenizer)
+    objective = resolved.cls(resolved.config, tokens)
+
+    stream = build_token_stream(source, tokenizer, tok_hash, cache_dir)
+    train_part, val_part = stream.split(cfg.data.val_fraction)
+    block_len = objective.block_length(cfg.data.seq_len)
+    train_view, val_view = BlockView(train_part, block_len), BlockView(val_part, block_len)
+    tokens_per_step = cfg.data.batch_size * block_len * cfg.trainer.accumulate_grad_batches
+    total_steps = resolve_total_steps(cfg.trainer, tokens_per_step)
+    record["data"] = {
+        "source": cfg.data.source, "fingerprint": source.fingerprint(), "n_tokens": int(stream.n_tokens),
+        "train_tokens": int(train_part.n_tokens), "val_tokens": int(val_part.n_tokens),
+        "seq_len": int(cfg.data.seq_len), "block_len": int(block_len), "batch_size": int(cfg.data.batch_size),
+    }
+
+    model = build_backbone(cfg.backbone, resolved.kind, tokens, max_positions=max(block_len, cfg.data.seq_len) + 2)
+    record["backbone"] = {**describe(model), "size": cfg.backbone.size, "pretrained": cfg.backbone.pretrained,
+                          "parameters": parameter_count(model)}
+    datamodule = PretrainDataModule(
+        train_view, val_view, objective, batch_size=cfg.data.batch_size, seed=int(cfg.seed),
+        total_batches=total_steps * cfg.trainer.accumulate_grad_batches,
+        num_workers=cfg.data.num_workers, val_batches=cfg.trainer.limit_val_batches)
+    module = PretrainModule(model, objective, cfg.trainer.optim, total_steps,
+                            tokens_per_batch=cfg.data.batch_size * block_len)
+    trainer = build_trainer(cfg.trainer, output_dir, total_steps, precision)
+    trainer.fit(module, datamodule=datamodule)
+    train_loss = _metric(trainer, "pretrain/loss")
+    trainer.validate(module, datamodule=datamodule, verbose=False)  # the final model's validation loss
+
+    record.update(
+        steps=int(trainer.global_step),
+        tokens_seen=int(module.tokens_seen),
+        supervised_tokens=int(module.supervised_tokens),
+        train_loss=train_loss,
+        val_loss=module.last_val_loss,
+        wall_time_s=round(time.perf_counter() - started, 3),
+    )
+    if cfg.save_model and trainer.is_global_zero:
+        model_dir = output_dir / "model"
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        record["model_dir"] = str(model_dir)
+    record.update(status="completed", finished_at=now_iso())
+    if trainer.is_global_zero:
+        write_results(output_dir, record)
+    return record
+
+
+def _metric(trainer: pl.Trainer, key: str) -> float | None:
+    value = trainer.callback_metrics.get(key)
+    return None if value is None else float(value)

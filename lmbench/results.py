@@ -1,0 +1,97 @@
+"""`results.json`: the one documented record every run leaves in its output directory.
+
+Hydra multirun keeps going after a failed job and only reports at the end, so each job writes its own
+record — `status: completed` with its numbers, or `status: failed` with the error — and leaderboards
+are built from these files alone. Writes are atomic (temporary file, then rename), so a crash never
+leaves a half-written record that could be mistaken for a result.
+
+Schema (version 1), every key always present:
+    schema_version  int     1
+    status          str     "running" | "completed" | "failed"
+    error           obj?    {"type": str, "message": str} when failed, else null
+    objective       obj     {"name": str, "config": {...}}
+    backbone        obj     {"kind", "family", "size", "pretrained", "parameters": {"total", "embedding",
+                            "non_embedding"}, "hidden", "layers", "heads"}
+    seed            int
+    steps           int     optimizer steps taken
+    tokens_seen     int     raw corpus tokens consumed by training batches
+    supervised_tokens int   target positions that carried loss
+    train_loss      float?  last logged training loss
+    val_loss        float?  validation loss at the end of training
+    wall_time_s     float   seconds from start of the recipe to the end of training
+    precision       str     Lightning precision actually used
+    data            obj     {"source", "fingerprint", "n_tokens", "train_tokens", "val_tokens", "seq_len",
+                            "block_len", "batch_size"}
+    config_hash     str     sha256 of the resolved config (output paths excluded)
+    tokenizer_hash  str?    sha256 of the tokenizer's tokenizer.json
+    model_dir       str?    the saved transformers directory
+    versions        obj     package versions (python, torch, transformers, pytorch_lightning, hydra, lmbench)
+    started_at, finished_at  str  ISO-8601 UTC timestamps
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "transformers", "pytorch-lightning", "hydra-core", "tokenizers", "lmbench"):
+        try:
+            versions[dist.replace("-", "_")] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist.replace("-", "_")] = "not installed"
+    return versions
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """Hash of the resolved config without run-location keys, so identical setups hash identically."""
+    clean = {k: v for k, v in resolved.items() if k not in ("output_dir", "hydra")}
+    return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def empty_record() -> dict[str, Any]:
+    """A record with every schema key present; the run fills it in as it goes."""
+    return {
+        "schema_version": SCHEMA_VERSION, "status": "running", "error": None,
+        "objective": {"name": None, "config": {}}, "backbone": {}, "seed": None,
+        "steps": 0, "tokens_seen": 0, "supervised_tokens": 0, "train_loss": None, "val_loss": None,
+        "wall_time_s": 0.0, "precision": None, "data": {}, "config_hash": None, "tokenizer_hash": None,
+        "model_dir": None, "versions": package_versions(), "started_at": now_iso(), "finished_at": None,
+    }
+
+
+def write_results(output_dir: Path, record: dict[str, Any]) -> Path:
+    """Atomically write `record` as output_dir/results.json and return the path."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    target = output_dir / RESULTS_FILE
+    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".tmp", dir=output_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(record, fh, indent=2, sort_keys=False, default=str)
+            fh.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)

@@ -1,0 +1,1 @@
+"""Pretraining with Lightning: the LightningModule, trainer construction and run outputs."""

@@ -1,0 +1,1 @@
+"""Built-in objectives, one file each; registered through the `lmbench.objectives` entry points."""
