@@ -1,0 +1,77 @@
+"""Causal language modelling: predict every token from the tokens before it (GPT-style).
+
+The objective the others are measured against. `corrupt` changes nothing but marks padding;
+`loss` shifts exactly once (logits at t predict the token at t + 1), because the Hugging Face model
+is called without `labels` and so does not shift on its own. Padding is never a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import PreTrainedModel
+
+from lmbench.objectives.base import Batch, Blocks, LossOutput, Objective, ObjectiveConfig, PromisedStat
+
+IGNORE = -100
+
+
+@dataclass
+class CLMConfig(ObjectiveConfig):
+    """Causal LM has no knobs: every non-padding token after the first is a target."""
+
+    name: str = "clm"
+
+
+def shifted_cross_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Next-token cross-entropy in float32: logits[:, t] predict labels[:, t + 1]; -100 is ignored.
+
+    logits: (B, L, V), labels: (B, L) unshifted. Returns the mean loss over supervised targets
+    (0 when there are none) and detached stats `supervised_tokens` and `accuracy`.
+    """
+    pred = logits[:, :-1].float()  # (B, L-1, V)
+    target = labels[:, 1:]  # (B, L-1)
+    supervised = target != IGNORE  # (B, L-1)
+    count = supervised.sum()
+    total = F.cross_entropy(pred.reshape(-1, pred.size(-1)), target.reshape(-1), ignore_index=IGNORE,
+                            reduction="sum")
+    loss = total / count.clamp(min=1)
+    correct = ((pred.detach().argmax(-1) == target) & supervised).sum()  # ()
+    stats = {"supervised_tokens": count.detach(), "accuracy": correct / count.clamp(min=1)}
+    return loss, stats
+
+
+class CausalLM(Objective):
+    """Next-token prediction on a decoder; the targets are the inputs themselves (shifted in the loss)."""
+
+    name = "clm"
+    backbone_kinds = ("decoder",)
+    config_class = CLMConfig
+
+    def corrupt(self, blocks: Blocks, generator: torch.Generator) -> Batch:
+        """input_ids as given, attention_mask 0 at padding, labels = input_ids with padding -> -100."""
+        ids = blocks.input_ids  # (B, L)
+        real = ids != self.tokens.pad_id  # (B, L)
+        return {"input_ids": ids, "attention_mask": real.long(), "labels": ids.masked_fill(~real, IGNORE)}
+
+    def loss(self, model: PreTrainedModel, batch: Batch) -> LossOutput:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, L, V)
+        loss, stats = shifted_cross_entropy(logits, batch["labels"])
+        return LossOutput(loss=loss, stats=stats)
+
+    def promised_stats(self) -> dict[str, PromisedStat]:
+        return {
+            "target_fraction": PromisedStat(1.0, 0.0, "share of non-padding tokens that are targets"),
+            "padding_targets": PromisedStat(0.0, 0.0, "padding tokens that are targets"),
+        }
+
+    def measure_stats(self, blocks: Blocks, batch: Batch) -> dict[str, float]:
+        real = blocks.input_ids != self.tokens.pad_id  # (B, L)
+        target = batch["labels"] != IGNORE  # (B, L)
+        return {
+            "target_fraction": float((target & real).sum() / real.sum().clamp(min=1)),
+            "padding_targets": float((target & ~real).sum()),
+        }
