@@ -41,12 +41,15 @@ class TokenizerConfig:
 
     type: wordpiece | bpe | unigram (trained locally with `tokenizers` on the pretraining corpus).
     path: a local tokenizer directory to use instead of training one.
+    extra_special_tokens: special tokens after the fixed seven (ids 7..); by default UL2's paradigm
+        tokens, so every objective of a sweep, UL2 included, shares one tokenizer.
     """
 
     type: str = "wordpiece"
     vocab_size: int = 4096
     min_frequency: int = 2
     path: Optional[str] = None
+    extra_special_tokens: list[str] = field(default_factory=lambda: ["[NLU]", "[NLG]", "[S2S]"])
 
 
 @dataclass
@@ -115,6 +118,7 @@ class LmbenchConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     save_model: bool = True
+    audit_batches: int = 64
     output_dir: str = "${hydra:runtime.output_dir}"
 
 
@@ -122,9 +126,6 @@ def register_configs(registry: ObjectiveRegistry) -> None:
     """Store the root schema and one `objective/<name>` node per discovered (loadable) objective."""
     cs = ConfigStore.instance()
     cs.store(name="lmbench_schema", node=LmbenchConfig)
-    cs.store(group="backbone", name="schema", node=BackboneConfig)
-    cs.store(group="data", name="schema", node=DataConfig)
-    cs.store(group="trainer", name="schema", node=TrainerConfig)
     for record in registry.records():
         if record.ok and record.cls is not None:
             cs.store(group="objective", name=record.name, node=record.cls.config_class(name=record.name))

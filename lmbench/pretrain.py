@@ -7,24 +7,29 @@ read or a model is built, so a bad command fails within seconds with a message n
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from lmbench.backbones.build import build_backbone, describe, parameter_count, resolve_kind
+from lmbench.audit import audit_corruption, raise_if_failed
+from lmbench.backbones import build_backbone, describe, parameter_count, resolve_kind
 from lmbench.data.blocks import BlockView, build_token_stream
-from lmbench.data.datamodule import PretrainDataModule
+from lmbench.data.datamodule import PretrainDataModule, TrainBatches
 from lmbench.data.sources import make_source
 from lmbench.data.tokenizer import load_or_train_tokenizer
-from lmbench.objectives.base import Objective, ObjectiveConfig, TokenInfo
+from lmbench.objectives.base import Batch, Blocks, Objective, ObjectiveConfig, TokenInfo
 from lmbench.objectives.registry import ObjectiveRegistry, default_registry
 from lmbench.results import config_hash, now_iso, write_results
 from lmbench.train.module import PretrainModule
 from lmbench.train.trainer import build_trainer, resolve_precision, resolve_total_steps
+
+
+log = logging.getLogger(__name__)
 
 
 class OutputDirError(OSError):
@@ -50,6 +55,7 @@ class ResolvedObjective:
     cls: type[Objective]
     config: ObjectiveConfig
     kind: str
+    package: str
 
 
 def resolve_objective(cfg: DictConfig, registry: ObjectiveRegistry | None = None) -> ResolvedObjective:
@@ -63,7 +69,8 @@ def resolve_objective(cfg: DictConfig, registry: ObjectiveRegistry | None = None
     if not isinstance(config, cls.config_class):  # a plain dict node: build the dataclass to validate it
         config = cls.config_class(**OmegaConf.to_container(cfg.objective, resolve=True))
     kind = resolve_kind(cfg.backbone, name, tuple(cls.backbone_kinds))
-    return ResolvedObjective(cls, config, kind)
+    package = next((r.package for r in registry.records() if r.name == name), "?")
+    return ResolvedObjective(cls, config, kind, package)
 
 
 def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +96,7 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     record["tokenizer_hash"] = tok_hash
     tokens = TokenInfo.from_tokenizer(tokenizer)
     objective = resolved.cls(resolved.config, tokens)
+    objective.backbone_kind = resolved.kind
 
     stream = build_token_stream(source, tokenizer, tok_hash, cache_dir)
     train_part, val_part = stream.split(cfg.data.val_fraction)
@@ -109,8 +117,15 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         train_view, val_view, objective, batch_size=cfg.data.batch_size, seed=int(cfg.seed),
         total_batches=total_steps * cfg.trainer.accumulate_grad_batches,
         num_workers=cfg.data.num_workers, val_batches=cfg.trainer.limit_val_batches)
+    if cfg.audit_batches > 0 and objective.promised_stats():
+        audit = audit_corruption(objective, audit_pairs(datamodule.train_batches, cfg.audit_batches))
+        record["audit"] = audit.to_dict()
+        log.info("corruption audit (%d batches): %s", audit.batches,
+                 ", ".join(f"{k}={v['measured']} (promised {v['promised']})" for k, v in audit.stats.items()))
+        raise_if_failed(audit, resolved.package)
     module = PretrainModule(model, objective, cfg.trainer.optim, total_steps,
                             tokens_per_batch=cfg.data.batch_size * block_len)
+    record["objective_parameters"] = objective_parameter_count(module)
     trainer = build_trainer(cfg.trainer, output_dir, total_steps, precision)
     trainer.fit(module, datamodule=datamodule)
     train_loss = _metric(trainer, "pretrain/loss")
@@ -133,6 +148,22 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     if trainer.is_global_zero:
         write_results(output_dir, record)
     return record
+
+
+def audit_pairs(batches: TrainBatches, n: int) -> Iterator[tuple[Blocks, Batch]]:
+    """The first `n` batches of the run's training stream (also past a short run's last step: the same
+    seed, data and objective), each with the raw blocks it was corrupted from."""
+    stream = TrainBatches(batches.view, batches.objective, batches.batch_size, batches.seed, n)
+    for k in range(n):
+        yield stream.view.get(stream.block_indices(k)), stream[k]
+
+
+def objective_parameter_count(module: PretrainModule) -> int:
+    """Trainable parameters the objective adds beside the backbone (e.g. ELECTRA's generator),
+    not counting tensors it shares with the backbone, so comparisons can report the full cost."""
+    backbone = {p.data_ptr() for p in module.model.parameters()}
+    own = {p.data_ptr(): p.numel() for p in module.objective_modules.parameters() if p.data_ptr() not in backbone}
+    return int(sum(own.values()))
 
 
 def _metric(trainer: pl.Trainer, key: str) -> float | None:

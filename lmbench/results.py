@@ -12,6 +12,7 @@ Schema (version 1), every key always present:
     objective       obj     {"name": str, "config": {...}}
     backbone        obj     {"kind", "family", "size", "pretrained", "parameters": {"total", "embedding",
                             "non_embedding"}, "hidden", "layers", "heads"}
+    objective_parameters int  trainable parameters the objective adds beside the backbone (0 for most)
     seed            int
     steps           int     optimizer steps taken
     tokens_seen     int     raw corpus tokens consumed by training batches
@@ -22,6 +23,8 @@ Schema (version 1), every key always present:
     precision       str     Lightning precision actually used
     data            obj     {"source", "fingerprint", "n_tokens", "train_tokens", "val_tokens", "seq_len",
                             "block_len", "batch_size"}
+    audit           obj?    corruption audit on the first batches: {"passed", "batches", "tokens", "stats":
+                            {name: {"promised", "tolerance", "measured", "ok"}}}; null if nothing promised
     config_hash     str     sha256 of the resolved config (output paths excluded)
     tokenizer_hash  str?    sha256 of the tokenizer's tokenizer.json
     model_dir       str?    the saved transformers directory
@@ -69,9 +72,9 @@ def empty_record() -> dict[str, Any]:
     """A record with every schema key present; the run fills it in as it goes."""
     return {
         "schema_version": SCHEMA_VERSION, "status": "running", "error": None,
-        "objective": {"name": None, "config": {}}, "backbone": {}, "seed": None,
+        "objective": {"name": None, "config": {}}, "backbone": {}, "objective_parameters": 0, "seed": None,
         "steps": 0, "tokens_seen": 0, "supervised_tokens": 0, "train_loss": None, "val_loss": None,
-        "wall_time_s": 0.0, "precision": None, "data": {}, "config_hash": None, "tokenizer_hash": None,
+        "wall_time_s": 0.0, "precision": None, "data": {}, "audit": None, "config_hash": None, "tokenizer_hash": None,
         "model_dir": None, "versions": package_versions(), "started_at": now_iso(), "finished_at": None,
     }
 

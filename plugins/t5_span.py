@@ -196,6 +196,15 @@ class T5SpanCorruption(Objective):
 
     # ---- audit ---------------------------------------------------------------------------------
     def promised_stats(self) -> dict[str, PromisedStat]:
+        """The configured density and span length; once `block_length` fixed the raw block length n,
+        the exact values T5's rounding gives for n (e.g. n=70: 10 noise tokens in 3 spans, 3.33)."""
+        if len(self._padded_length) == 1:
+            (raw,) = self._padded_length
+            noise, spans = self.noise_counts(raw)
+            return {
+                "noise_density": PromisedStat(noise / raw, 1e-6, f"{noise} noise tokens / {raw} raw tokens"),
+                "mean_noise_span_length": PromisedStat(noise / spans, 1e-6, f"{noise} noise tokens / {spans} spans"),
+            }
         return {
             "noise_density": PromisedStat(self.config.noise_density, 0.01, "noise tokens / raw tokens"),
             "mean_noise_span_length": PromisedStat(self.config.mean_noise_span_length, 0.25,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -70,6 +70,7 @@ class TokenInfo:
     replacement (padding, [CLS]/[SEP]/[MASK], BOS/EOS, sentinels, [UNK]).
     `sentinel_ids[k]` is the id of `<extra_id_k>` (T5 sentinels, counted down from the top of the vocab).
     `sentence_end_ids` are the ids of sentence-final punctuation tokens (for sentence permutation).
+    `named_ids` maps every special token string to its id (e.g. UL2's mode tokens "[NLU]", "[NLG]", "[S2S]").
     """
 
     vocab_size: int
@@ -83,6 +84,7 @@ class TokenInfo:
     special_ids: tuple[int, ...]
     sentinel_ids: tuple[int, ...] = ()
     sentence_end_ids: tuple[int, ...] = ()
+    named_ids: dict[str, int] = field(default_factory=dict, hash=False)
 
     @classmethod
     def from_tokenizer(cls, tokenizer: PreTrainedTokenizerBase) -> TokenInfo:
@@ -101,6 +103,7 @@ class TokenInfo:
             k += 1
         specials = set(int(i) for i in tokenizer.all_special_ids) | set(sentinels)
         enders = tuple(int(vocab[t]) for t in (".", "!", "?") if t in vocab)
+        named = {tok: int(vocab[tok]) for tok in tokenizer.all_special_tokens if tok in vocab}
         return cls(
             vocab_size=len(tokenizer),
             pad_id=tid(tokenizer.pad_token, "pad"),
@@ -113,6 +116,7 @@ class TokenInfo:
             special_ids=tuple(sorted(specials)),
             sentinel_ids=tuple(sentinels),
             sentence_end_ids=enders,
+            named_ids=named,
         )
 
     def special_mask(self, ids: Tensor) -> Tensor:
@@ -165,7 +169,7 @@ class Objective(ABC):
         backbone_kinds: which backbone kinds it trains (subset of BACKBONE_KINDS), first = default.
         config_class:   its ObjectiveConfig dataclass.
 
-    Life cycle: the core builds `Objective(config, tokens)`, asks `block_length(seq_len)` how many raw
+    Life cycle: the core builds `Objective(config, tokens)`, sets `backbone_kind`, asks `block_length(seq_len)` how many raw
     tokens one packed block holds, calls `corrupt` on every batch in the data pipeline, and `loss` in
     the training step. `promised_stats` / `measure_stats` let the core audit corruption.
     """
@@ -174,9 +178,20 @@ class Objective(ABC):
     backbone_kinds: ClassVar[tuple[str, ...]]
     config_class: ClassVar[type[ObjectiveConfig]]
 
+    backbone_kind: str | None = None
+    """The kind the core will train (one of `backbone_kinds`), bound before `block_length` is called;
+    None outside a run. Objectives that build kind-specific batches (e.g. UL2) read it."""
+
     def __init__(self, config: ObjectiveConfig, tokens: TokenInfo) -> None:
         self.config = config
         self.tokens = tokens
+
+    def build_modules(self, model: PreTrainedModel) -> dict[str, nn.Module]:
+        """Extra trainable modules the objective owns (e.g. ELECTRA's generator), built once the
+        backbone exists. The core registers them beside the backbone, so they are optimised,
+        checkpointed and moved to the device with it; keep references to use them in `loss`. They
+        are not part of the saved transformers model directory. Default: none."""
+        return {}
 
     def block_length(self, seq_len: int) -> int:
         """Raw tokens per packed block such that corrupted inputs fit the model's `seq_len`."""

@@ -55,6 +55,7 @@ class PretrainModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.objective = objective
+        self.objective_modules = torch.nn.ModuleDict(objective.build_modules(model))
         self.optim = optim
         self.total_steps = total_steps
         self.tokens_per_batch = tokens_per_batch
@@ -112,7 +113,7 @@ class PretrainModule(pl.LightningModule):
     # ---- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
+        for name, param in self.named_parameters():
             if not param.requires_grad:
                 continue
             (no_decay if param.ndim < 2 or "norm" in name.lower() else decay).append(param)
