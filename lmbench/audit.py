@@ -14,12 +14,33 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
+import torch
 
 from lmbench.objectives.base import Batch, Blocks, Objective
 
 
 class CorruptionAuditError(RuntimeError):
     """A plugin's measured corruption statistics differ from what it promises."""
+
+
+class BatchContractError(TypeError):
+    """`corrupt` returned something that is not a dict of tensors sharing the blocks' batch dimension."""
+
+
+def check_batch(objective: Objective, blocks: Blocks, batch: Batch, package: str = "?") -> None:
+    """Fail with the plugin's name, package and a one-line fix when a corrupted batch breaks the contract."""
+    rows = blocks.input_ids.shape[0]
+    where = f"objective {objective.name!r} (package {package}): corrupt()"
+    if not isinstance(batch, dict) or not batch:
+        raise BatchContractError(f"{where} returned {type(batch).__name__}, not a non-empty dict of tensors; "
+                                 "fix: return {'input_ids': ..., 'labels': ..., ...}")
+    for key, value in batch.items():
+        if not isinstance(value, torch.Tensor):
+            raise BatchContractError(f"{where} returned {key!r} of type {type(value).__name__}; "
+                                     "fix: every batch value must be a torch.Tensor")
+        if value.dim() == 0 or value.shape[0] != rows:
+            raise BatchContractError(f"{where} returned {key!r} with shape {tuple(value.shape)} for {rows} blocks; "
+                                     f"fix: give every tensor the batch dimension first, ({rows}, ...)")
 
 
 @dataclass
@@ -51,7 +72,7 @@ a run audits a few tens of batches, so the bound widens by the sampling error me
 A real drift (e.g. 0.20 instead of 0.15) is far outside it; noise almost never is (4 standard errors)."""
 
 
-def audit_corruption(objective: Objective, pairs: Iterable[tuple[Blocks, Batch]]) -> AuditReport:
+def audit_corruption(objective: Objective, pairs: Iterable[tuple[Blocks, Batch]], package: str = "?") -> AuditReport:
     """Average `objective.measure_stats` over (blocks, corrupted batch) pairs and compare with the promise.
 
     Batches where a statistic is undefined (NaN, e.g. nothing selected) do not count for it. A promised
@@ -61,6 +82,7 @@ def audit_corruption(objective: Objective, pairs: Iterable[tuple[Blocks, Batch]]
     report = AuditReport(objective=objective.name)
     values: dict[str, list[float]] = {name: [] for name in promised}
     for blocks, batch in pairs:
+        check_batch(objective, blocks, batch, package)
         report.batches += 1
         report.tokens += int(blocks.input_ids.numel())
         for name, value in objective.measure_stats(blocks, batch).items():

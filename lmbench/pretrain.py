@@ -117,8 +117,9 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         train_view, val_view, objective, batch_size=cfg.data.batch_size, seed=int(cfg.seed),
         total_batches=total_steps * cfg.trainer.accumulate_grad_batches,
         num_workers=cfg.data.num_workers, val_batches=cfg.trainer.limit_val_batches)
-    if cfg.audit_batches > 0 and objective.promised_stats():
-        audit = audit_corruption(objective, audit_pairs(datamodule.train_batches, cfg.audit_batches))
+    if cfg.audit_batches > 0:  # contract check of real batches, then promised statistics (if any)
+        audit = audit_corruption(objective, audit_pairs(datamodule.train_batches, cfg.audit_batches),
+                                 resolved.package)
         record["audit"] = audit.to_dict()
         log.info("corruption audit (%d batches): %s", audit.batches,
                  ", ".join(f"{k}={v['measured']} (promised {v['promised']})" for k, v in audit.stats.items()))

@@ -52,6 +52,8 @@ def test_sweep_records_every_job(sweep: Path, objective: str, kind: str) -> None
     for key in ("train_loss", "val_loss", "wall_time_s", "config_hash", "tokenizer_hash"):
         assert results[key], key
     assert (job_dir(sweep, objective) / "logs" / "metrics.csv").is_file()
+    audit = results["audit"]
+    assert audit["passed"] and audit["batches"] == 64 and audit["stats"], audit
 
 
 def test_sweep_shares_one_tokenizer_and_token_stream(sweep: Path) -> None:
