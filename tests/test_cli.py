@@ -121,3 +121,21 @@ def test_lmbench_plugins_lists_builtins() -> None:
     assert rows["t5_span"]["backbone_kinds"] == ["encoder-decoder"]
     table = subprocess.run([sys.executable, "-m", "lmbench.cli.plugins"], capture_output=True, text=True)
     assert table.returncode == 0 and "mlm_probability=0.15" in table.stdout
+
+
+def test_lmbench_plugins_shows_last_audit_per_objective(sweep: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    import shutil
+
+    shutil.copytree(job_dir(sweep, "mlm"), runs / "old_mlm", ignore=shutil.ignore_patterns("model", "checkpoints"))
+    newer = json.loads((runs / "old_mlm" / "results.json").read_text())
+    newer.update(started_at="9999-01-01T00:00:00+00:00", audit={**newer["audit"], "passed": False})
+    (runs / "new_mlm").mkdir()
+    (runs / "new_mlm" / "results.json").write_text(json.dumps(newer))
+    proc = subprocess.run([sys.executable, "-m", "lmbench.cli.plugins", "--json", "--runs", str(runs)],
+                          capture_output=True, text=True)
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["mlm"]["last_audit"]["passed"] is False and rows["mlm"]["last_audit"]["run"].endswith("new_mlm")
+    assert rows["clm"]["last_audit"] is None
+    table = subprocess.run([sys.executable, "-m", "lmbench.cli.plugins", "--runs", str(sweep)], capture_output=True, text=True)
+    assert "last audit" in table.stdout and "passed" in table.stdout
