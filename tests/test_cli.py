@@ -120,7 +120,8 @@ def test_lmbench_plugins_lists_builtins() -> None:
     assert rows["mlm"]["config"]["mlm_probability"] == 0.15
     assert rows["t5_span"]["backbone_kinds"] == ["encoder-decoder"]
     table = subprocess.run([sys.executable, "-m", "lmbench.cli.plugins"], capture_output=True, text=True)
-    assert table.returncode == 0 and "mlm_probability=0.15" in table.stdout
+    broken = any(r["status"] != "ok" for r in rows.values())  # a third-party plugin on this machine may be
+    assert table.returncode == int(broken) and "mlm_probability=0.15" in table.stdout
 
 
 def test_lmbench_plugins_shows_last_audit_per_objective(sweep: Path, tmp_path: Path) -> None:
