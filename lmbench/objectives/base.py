@@ -178,6 +178,11 @@ class Objective(ABC):
     backbone_kinds: ClassVar[tuple[str, ...]]
     config_class: ClassVar[type[ObjectiveConfig]]
 
+    inserted_special_tokens: ClassVar[tuple[str, ...]] = ()
+    """Special tokens (TokenInfo field stems: "cls", "sep", "bos", ...) that `corrupt` inserts on
+    purpose; the conformance kit flags any other special token appearing where the block had an
+    ordinary one. [MASK] and sentinels are always allowed."""
+
     backbone_kind: str | None = None
     """The kind the core will train (one of `backbone_kinds`), bound before `block_length` is called;
     None outside a run. Objectives that build kind-specific batches (e.g. UL2) read it."""
