@@ -1,0 +1,27 @@
+"""Budgets and compute accounting: analytic training FLOPs, measured peak FLOP/s and MFU, and the
+`budget` config group (steps, tokens, FLOPs or time) resolved into a step or time limit."""
+
+from lmbench.budget.flops import (
+    SUPPORTED_FAMILIES,
+    FlopEstimate,
+    FlopFormulaError,
+    check_family,
+    mfu,
+    peak_matmul_flops,
+    training_flops,
+)
+from lmbench.budget.plan import (
+    BUDGET_KINDS,
+    BudgetConfig,
+    BudgetError,
+    BudgetPlan,
+    resolve_budget,
+    time_based_lr_factor,
+    validate_budget,
+)
+
+__all__ = [
+    "BUDGET_KINDS", "SUPPORTED_FAMILIES", "BudgetConfig", "BudgetError", "BudgetPlan", "FlopEstimate",
+    "FlopFormulaError", "check_family", "mfu", "peak_matmul_flops", "resolve_budget", "time_based_lr_factor",
+    "training_flops", "validate_budget",
+]
