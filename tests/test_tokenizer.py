@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import lmbench.data.tokenizer as tokmod
 from lmbench.config import TokenizerConfig
 from lmbench.data.sources import TextSource
 from lmbench.data.tokenizer import (SENTINELS, SPECIAL_TOKENS, TokenizerError, atomic_cache_dir,
-                                    load_or_train_tokenizer, tokenizer_hash)
+                                    load_or_train_tokenizer, tokenizer_hash, train_tokenizer)
 from lmbench.objectives.base import TokenInfo
 
 VOCAB = 300
@@ -46,13 +45,14 @@ def test_special_ids_fixed_and_sentinels_at_top(trained: dict, kind: str) -> Non
     tok = trained[kind]
     assert tok.convert_tokens_to_ids(list(SPECIAL_TOKENS)) == list(range(7))
     n = len(tok)
-    assert VOCAB + 7 - 10 <= n - 100 <= VOCAB + 7  # the trainer may stop a few tokens short, never above
+    assert tok.convert_tokens_to_ids(["[NLU]", "[NLG]", "[S2S]"]) == [7, 8, 9]  # UL2's modes, by default
+    assert VOCAB + 10 - 10 <= n - 100 <= VOCAB + 10  # the trainer may stop a few tokens short, never above
     assert tok.convert_tokens_to_ids(list(SENTINELS)) == [n - 1 - k for k in range(100)]
     info = TokenInfo.from_tokenizer(tok)
     assert (info.pad_id, info.unk_id, info.cls_id, info.sep_id, info.mask_id, info.bos_id, info.eos_id) == \
         (0, 1, 2, 3, 4, 5, 6)
     assert info.vocab_size == n and info.sentinel_ids[0] == n - 1 and info.sentinel_ids[-1] == n - 100
-    assert set(range(7)) | set(range(n - 100, n)) == set(info.special_ids)
+    assert set(range(10)) | set(range(n - 100, n)) == set(info.special_ids)
     assert len(info.sentence_end_ids) == 3
     pieces = tok.convert_ids_to_tokens(tok("Stop. Go! Why?", add_special_tokens=False)["input_ids"])
     assert [p for p in pieces if p in (".", "!", "?")] == [".", "!", "?"]  # sentence ends are own tokens
@@ -153,22 +153,35 @@ def test_config_errors_name_keys(corpus: TextSource, tmp_path: Path) -> None:
         load_or_train_tokenizer(TokenizerConfig(vocab_size=3), corpus, tmp_path)
 
 
-@dataclass
-class TokenizerConfigWithExtras(TokenizerConfig):
-    """What a config with `extra_special_tokens` (suggested field) looks like."""
-
-    extra_special_tokens: list[str] = field(default_factory=lambda: ["[NLU]", "[NLG]", "[S2S]"])
-
-
 def test_extra_special_tokens_follow_the_fixed_ones(corpus: TextSource, tmp_path: Path) -> None:
-    cfg = TokenizerConfigWithExtras(type="bpe", vocab_size=VOCAB)
+    cfg = TokenizerConfig(type="bpe", vocab_size=VOCAB)
     tok, digest = load_or_train_tokenizer(cfg, corpus, tmp_path)
     assert tok.convert_tokens_to_ids(list(SPECIAL_TOKENS) + ["[NLU]", "[NLG]", "[S2S]"]) == list(range(10))
     assert tok.convert_tokens_to_ids("<extra_id_0>") == len(tok) - 1
     info = TokenInfo.from_tokenizer(tok)
     assert {"[NLU]", "[NLG]", "[S2S]"} <= set(info.named_ids) and {7, 8, 9} <= set(info.special_ids)
     assert tok("[S2S] a city.", add_special_tokens=False)["input_ids"][0] == 9
-    _, plain = load_or_train_tokenizer(TokenizerConfig(type="bpe", vocab_size=VOCAB), corpus, tmp_path)
+    _, plain = load_or_train_tokenizer(TokenizerConfig(type="bpe", vocab_size=VOCAB, extra_special_tokens=[]),
+                                       corpus, tmp_path)
     assert plain != digest and len(list((tmp_path / "tokenizers").iterdir())) == 2
     with pytest.raises(TokenizerError, match="extra_special_tokens"):
-        load_or_train_tokenizer(TokenizerConfigWithExtras(extra_special_tokens=["[MASK]"]), corpus, tmp_path)
+        load_or_train_tokenizer(TokenizerConfig(extra_special_tokens=["[MASK]"]), corpus, tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe", "unigram"])
+def test_vocabulary_ids_are_canonical(kind: str, corpus: TextSource) -> None:
+    """Specials keep their fixed ids; the rest of a WordPiece vocabulary is numbered by sorted string and
+    a Unigram one by descending score, so ids do not depend on the process's hash-map order."""
+    from dataclasses import replace
+
+    from lmbench.config import TokenizerConfig
+
+    tok = train_tokenizer(replace(TokenizerConfig(), type=kind, vocab_size=200, min_frequency=1), corpus)
+    model = json.loads(tok.backend_tokenizer.to_str())["model"]
+    n_special = len(SPECIAL_TOKENS) + 3  # UL2's [NLU] [NLG] [S2S] by default
+    if kind == "wordpiece":
+        ordinary = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])][n_special:]
+        assert ordinary == sorted(ordinary)
+    elif kind == "unigram":
+        scores = [(-score, piece) for piece, score in model["vocab"][n_special:]]
+        assert scores == sorted(scores)

@@ -29,7 +29,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Sequence, Any, Iterator
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from tokenizers import trainers
@@ -38,7 +38,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 from lmbench.data.sources import CorpusSource
 from lmbench.objectives.base import TokenInfo
 
-TOKENIZER_FORMAT = "lmbench-tokenizer-v1"  # bump when training or layout changes: part of the cache key
+TOKENIZER_FORMAT = "lmbench-tokenizer-v2"  # bump when training or layout changes: part of the cache key
 TOKENIZER_TYPES: tuple[str, ...] = ("wordpiece", "bpe", "unigram")
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "<s>", "</s>")
 N_SENTINELS = 100
@@ -96,8 +96,8 @@ def _check_config(cfg: Any) -> None:
         raise TokenizerError(f"data.tokenizer.min_frequency={cfg.min_frequency!r}; allowed values: >= 0")
 
 
-def _new_tokenizer(kind: str, vocab_size: int, min_frequency: int,
-                   extra: tuple[str, ...] = ()) -> tuple[Tokenizer, trainers.Trainer]:
+def _new_tokenizer(kind: str, vocab_size: int, min_frequency: int, extra: tuple[str, ...] = (),
+                   alphabet: Sequence[str] = (".", "!", "?")) -> tuple[Tokenizer, trainers.Trainer]:
     """An untrained tokenizer pipeline of `kind` and its trainer (specials first, in their fixed order)."""
     specials = [AddedToken(t, special=True, normalized=False, lstrip=(t == "[MASK]"))
                 for t in SPECIAL_TOKENS + extra]
@@ -110,7 +110,7 @@ def _new_tokenizer(kind: str, vocab_size: int, min_frequency: int,
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # isolates every punctuation mark
         tok.decoder = decoders.WordPiece(prefix="##")
         trainer = trainers.WordPieceTrainer(vocab_size=size, min_frequency=min_frequency, special_tokens=specials,
-                                            show_progress=False, initial_alphabet=[".", "!", "?"],
+                                            show_progress=False, initial_alphabet=list(alphabet),
                                             continuing_subword_prefix="##")
     elif kind == "bpe":
         tok = Tokenizer(models.BPE())
@@ -159,12 +159,46 @@ def _batched_documents(source: CorpusSource) -> Iterator[list[str]]:
 
 
 def train_tokenizer(cfg: Any, source: CorpusSource) -> PreTrainedTokenizerFast:
-    """Train a tokenizer of `cfg.type` on the documents of `source` (streamed) and wrap it."""
+    """Train a tokenizer of `cfg.type` on the documents of `source` (streamed) and wrap it.
+
+    The same corpus and settings give the same tokenizer in every process: `tokenizers` breaks
+    frequency ties and numbers WordPiece/Unigram vocabularies in hash-map order (different per
+    process), so WordPiece gets the corpus's sorted alphabet up front and both get canonical ids.
+    """
     _check_config(cfg)
     extra = extra_special_tokens(cfg)
-    tok, trainer = _new_tokenizer(cfg.type, int(cfg.vocab_size), int(cfg.min_frequency), extra)
+    alphabet: Sequence[str] = (".", "!", "?")
+    if cfg.type == "wordpiece":
+        chars: set[str] = set()
+        for batch in _batched_documents(source):
+            for doc in batch:
+                chars.update(doc.lower())
+        alphabet = sorted(c for c in chars | {".", "!", "?"} if not c.isspace())
+    tok, trainer = _new_tokenizer(cfg.type, int(cfg.vocab_size), int(cfg.min_frequency), extra, alphabet)
     tok.train_from_iterator(_batched_documents(source), trainer=trainer)
+    _canonicalise_ids(tok, len(SPECIAL_TOKENS) + len(extra))
     return _finish(tok, extra)
+
+
+def _canonicalise_ids(tok: Tokenizer, n_special: int) -> None:
+    """Renumber the trained vocabulary deterministically: specials keep ids 0..n_special-1, the rest
+    follow sorted (WordPiece: by string; Unigram: by descending score, then string). BPE is already
+    deterministic (its merges define the order) and is left as it is."""
+    state = json.loads(tok.to_str())["model"]
+    if state["type"] == "WordPiece":
+        vocab = sorted(state["vocab"].items(), key=lambda kv: kv[1])
+        head, rest = vocab[:n_special], sorted(t for t, _ in vocab[n_special:])
+        ordered = {t: i for i, t in enumerate([t for t, _ in head] + rest)}
+        tok.model = models.WordPiece(ordered, unk_token=state["unk_token"],
+                                     continuing_subword_prefix=state["continuing_subword_prefix"],
+                                     max_input_chars_per_word=state["max_input_chars_per_word"])
+    elif state["type"] == "Unigram":
+        pieces = [tuple(p) for p in state["vocab"]]
+        head, rest = pieces[:n_special], sorted(pieces[n_special:], key=lambda p: (-p[1], p[0]))
+        unk = pieces[state["unk_id"]][0]
+        ordered = head + rest
+        tok.model = models.Unigram(ordered, unk_id=[p[0] for p in ordered].index(unk),
+                                   byte_fallback=bool(state.get("byte_fallback", False)))
 
 
 def load_tokenizer_dir(path: str | Path, key: str = "data.tokenizer.path") -> PreTrainedTokenizerFast:
