@@ -50,6 +50,7 @@ class MLMConfig(ObjectiveConfig):
     span_geometric_p:    span lengths n = 1..span_max_length with P(n) proportional to p (1 - p)^(n - 1),
                          as in SpanBERT's code (mean 3.8 at p=0.2 with max 10).
     span_max_length:     longest span, in tokens.
+    add_cls_sep:         frame each block as [CLS] block [SEP] (block = seq_len - 2 corpus tokens).
     """
 
     name: str = "mlm"
@@ -59,6 +60,7 @@ class MLMConfig(ObjectiveConfig):
     masking: str = "token"
     span_geometric_p: float = 0.2
     span_max_length: int = 10
+    add_cls_sep: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,7 +84,14 @@ class MLMConfig(ObjectiveConfig):
 
 
 class MaskedLM(Objective):
-    """BERT-style masked language modelling on an encoder (BertForMaskedLM, RobertaForMaskedLM, ...)."""
+    """BERT-style masked language modelling on an encoder (BertForMaskedLM, RobertaForMaskedLM, ...).
+
+    Blocks are framed as [CLS] block [SEP] by default, as BERT's inputs are, so the saved model sees at
+    fill-mask and fine-tuning time (tokenizer post-processor: [CLS] text [SEP]) the layout it was
+    pretrained on; `add_cls_sep=false` trains on bare blocks.
+    """
+
+    inserted_special_tokens: ClassVar[tuple[str, ...]] = ("cls", "sep")
 
     name: ClassVar[str] = "mlm"
     backbone_kinds: ClassVar[tuple[str, ...]] = ("encoder",)
@@ -102,8 +111,26 @@ class MaskedLM(Objective):
             raise ObjectiveConfigError("objective 'mlm': random_replace_prob > 0 but the vocabulary has no "
                                        "ordinary (non-special) token to draw; allowed values: 0")
 
+    def block_length(self, seq_len: int) -> int:
+        """With add_cls_sep, a block holds seq_len - 2 corpus tokens and is framed as [CLS] block [SEP]."""
+        return seq_len - 2 if self.config.add_cls_sep else seq_len
+
     def corrupt(self, blocks: Blocks, generator: torch.Generator) -> Batch:
-        """Select tokens, corrupt them 80/10/10 and return input_ids, attention_mask and labels (B, L)."""
+        """Select tokens, corrupt them 80/10/10 and return input_ids, attention_mask and labels:
+        (B, L), or (B, L + 2) framed as [CLS] ... [SEP] (never selected) with add_cls_sep."""
+        batch = self._corrupt(blocks, generator)
+        if not self.config.add_cls_sep:
+            return batch
+        rows = blocks.input_ids.shape[0]
+        edge = lambda value: torch.full((rows, 1), value, dtype=torch.long, device=blocks.input_ids.device)  # noqa: E731
+        return {
+            "input_ids": torch.cat([edge(self.tokens.cls_id), batch["input_ids"], edge(self.tokens.sep_id)], 1),
+            "attention_mask": torch.cat([edge(1), batch["attention_mask"], edge(1)], 1),  # (B, L + 2)
+            "labels": torch.cat([edge(IGNORE_INDEX), batch["labels"], edge(IGNORE_INDEX)], 1),
+        }
+
+    def _corrupt(self, blocks: Blocks, generator: torch.Generator) -> Batch:
+        """The masking itself, aligned with the blocks: input_ids, attention_mask, labels (B, L)."""
         cfg, tokens = self.config, self.tokens
         ids = blocks.input_ids.long()  # (B, L)
         device = ids.device
@@ -178,6 +205,8 @@ class MaskedLM(Objective):
         keep fractions are corrected for that, so they estimate the configured rates without bias.
         """
         ids = blocks.input_ids.long()  # (B, L)
+        if batch["input_ids"].shape[1] == ids.shape[1] + 2:  # framed as [CLS] block [SEP]
+            batch = {k: v[:, 1:-1] for k, v in batch.items()}
         inputs, selected = batch["input_ids"], batch["labels"] != IGNORE_INDEX  # (B, L)
         eligible = ~self.special_lookup.to(ids.device)[ids]  # (B, L)
         n_sel, n_elig = int(selected.sum()), int(eligible.sum())

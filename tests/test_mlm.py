@@ -38,7 +38,7 @@ def is_special(token_info: TokenInfo, ids: torch.Tensor) -> torch.Tensor:
 
 
 def corrupt(token_info: TokenInfo, blocks: Blocks, seed: int = 0, **overrides) -> dict[str, torch.Tensor]:
-    objective = MaskedLM(MLMConfig(**overrides), token_info)
+    objective = MaskedLM(MLMConfig(**{"add_cls_sep": False, **overrides}), token_info)  # aligned with blocks
     return objective.corrupt(blocks, torch.Generator().manual_seed(seed))
 
 
@@ -65,7 +65,7 @@ def token_blocks() -> Blocks:
 
 def test_token_masking_matches_promised_rates(token_info: TokenInfo, token_blocks: Blocks) -> None:
     blocks = token_blocks
-    objective = MaskedLM(MLMConfig(), token_info)
+    objective = MaskedLM(MLMConfig(add_cls_sep=False), token_info)
     batch = objective.corrupt(blocks, torch.Generator().manual_seed(0))
     ids, inputs, labels = blocks.input_ids, batch["input_ids"], batch["labels"]
     assert inputs.shape == labels.shape == batch["attention_mask"].shape == ids.shape
@@ -271,3 +271,18 @@ def test_loss_decreases_when_training_tiny_bert(token_info: TokenInfo) -> None:
         losses.append(out.loss.item())
     assert losses[0] == pytest.approx(6.9, abs=0.3)  # ~ln(1000) at initialisation
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_blocks_are_framed_as_cls_block_sep_by_default(token_info: TokenInfo) -> None:
+    framed = MaskedLM(MLMConfig(), token_info)
+    bare = MaskedLM(MLMConfig(add_cls_sep=False), token_info)
+    assert framed.block_length(128) == 126 and bare.block_length(128) == 128
+    blocks = make_blocks(token_info, rows=16, length=framed.block_length(128))
+    out = framed.corrupt(blocks, torch.Generator().manual_seed(3))
+    ref = bare.corrupt(blocks, torch.Generator().manual_seed(3))
+    assert out["input_ids"].shape == (16, 128)
+    assert (out["input_ids"][:, 0] == token_info.cls_id).all() and (out["input_ids"][:, -1] == token_info.sep_id).all()
+    assert (out["labels"][:, [0, -1]] == -100).all() and (out["attention_mask"][:, [0, -1]] == 1).all()
+    for key in ("input_ids", "labels", "attention_mask"):
+        assert torch.equal(out[key][:, 1:-1], ref[key])  # the frame changes nothing inside the block
+    assert framed.measure_stats(blocks, out) == bare.measure_stats(blocks, ref)

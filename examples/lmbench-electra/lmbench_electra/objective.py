@@ -103,7 +103,8 @@ class Electra(Objective):
         super().__init__(config, tokens)
         # Masking is lmbench's MLM corruption with no random replacement: [MASK] or kept, as in ELECTRA.
         self.masking = MaskedLM(MLMConfig(name=config.name, mlm_probability=config.mlm_probability,
-                                          mask_replace_prob=config.mask_replace_prob, random_replace_prob=0.0),
+                                          mask_replace_prob=config.mask_replace_prob, random_replace_prob=0.0,
+                                          add_cls_sep=False),
                                 tokens)
         self.sampleable = ~self.masking.special_lookup  # (V,) generator samples are ordinary tokens only
         self.generator: ElectraForMaskedLM | None = None
