@@ -90,7 +90,14 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings. `max_tokens`, when set, overrides `max_steps` (tokens / batch)."""
+    """Lightning Trainer settings. `max_tokens`, when set, overrides `max_steps` (tokens / batch).
+
+    checkpoint_every_n_steps: steps between checkpoints (null: val_check_interval); each is written
+        atomically with a manifest, the newest `keep_checkpoints` are kept, `last.ckpt` links the newest.
+    nonfinite: fail | skip. fail stops at the first non-finite training loss (naming the step) without
+        writing a checkpoint from that state; skip leaves weights and optimizer state unchanged for such a
+        step and fails after `max_consecutive_skips` of them in a row.
+    """
 
     max_steps: int = 200
     max_tokens: Optional[int] = None
@@ -104,6 +111,10 @@ class TrainerConfig:
     limit_val_batches: int = 20
     log_every_n_steps: int = 10
     checkpoint: bool = True
+    checkpoint_every_n_steps: Optional[int] = None  # null: every val_check_interval steps
+    keep_checkpoints: int = 2  # newest step checkpoints kept (plus the last.ckpt link)
+    nonfinite: str = "fail"  # fail | skip: what a non-finite training loss does
+    max_consecutive_skips: int = 10  # with nonfinite=skip, fail once this many steps in a row were skipped
     progress_bar: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -120,6 +131,8 @@ class LmbenchConfig:
     save_model: bool = True
     audit_batches: int = 64
     output_dir: str = "${hydra:runtime.output_dir}"
+    resume: Optional[str] = None  # null | auto | <checkpoint file or run directory>
+    min_free_disk_mb: int = 100  # refuse to start with less free space in output_dir (0: no check)
 
 
 def register_configs(registry: ObjectiveRegistry) -> None:

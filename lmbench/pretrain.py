@@ -1,17 +1,21 @@
 """The pretraining recipe: compose -> check -> tokenize -> pack -> build -> train -> save -> record.
 
 This is the driver `lmbench` runs for every job of a sweep. Every check a user could fail (objective
-name, its config, backbone kind, data source, output directory, budget) happens before the corpus is
-read or a model is built, so a bad command fails within seconds with a message naming the key.
+name, its config, backbone kind, data source, output directory and its free space, budget, the
+checkpoint to resume from) happens before the corpus is read or a model is built, so a bad command
+fails within seconds with a message naming the key. results.json says `running` from the start and
+only a finished run says `completed`; `resume=auto` continues a killed run exactly.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -24,9 +28,14 @@ from lmbench.data.sources import make_source
 from lmbench.data.tokenizer import load_or_train_tokenizer
 from lmbench.objectives.base import Batch, Blocks, Objective, ObjectiveConfig, TokenInfo
 from lmbench.objectives.registry import ObjectiveRegistry, default_registry
-from lmbench.results import config_hash, now_iso, write_results
+from lmbench.results import config_hash, now_iso, run_config, write_results
+from lmbench.train.checkpointing import AtomicCheckpointIO
 from lmbench.train.module import PretrainModule
-from lmbench.train.trainer import build_trainer, resolve_precision, resolve_total_steps
+from lmbench.train.nonfinite import NonFiniteGuard
+from lmbench.train.resume import (ResumePlan, RunState, check_compatible, keep_metrics_history, model_config_dict,
+                                  plan_resume, run_identity)
+from lmbench.train.trainer import (build_trainer, check_reliability_settings, resolve_precision,
+                                   resolve_total_steps)
 
 
 log = logging.getLogger(__name__)
@@ -46,6 +55,43 @@ def check_writable(output_dir: Path) -> None:
     except OSError as exc:
         raise OutputDirError(f"output directory {str(output_dir)!r} is not writable: {exc.strerror or exc}; "
                              "choose another with output_dir=... or hydra.run.dir=...") from exc
+
+
+def check_free_space(output_dir: Path, need_bytes: int, what: str) -> None:
+    """Raise `OutputDirError` when the file system of output_dir has less than `need_bytes` free."""
+    free = shutil.disk_usage(output_dir).free
+    if free < need_bytes:
+        raise OutputDirError(f"output directory {str(output_dir)!r} has {free / 2**20:.0f} MiB free, but {what} "
+                             f"needs {need_bytes / 2**20:.0f} MiB; free some space, choose another directory "
+                             "with output_dir=... / hydra.run.dir=..., or lower min_free_disk_mb (0: no check)")
+
+
+def checkpoint_bytes(module: PretrainModule) -> int:
+    """Rough size of one checkpoint: every parameter three times (weights, AdamW's two moments), buffers once."""
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in module.buffers())
+    return 3 * params + buffers
+
+
+def save_model_atomically(model: Any, tokenizer: Any, model_dir: Path) -> None:
+    """save_pretrained into a temporary folder beside `model_dir`, then swap it in: a crash or a full disk
+    never leaves a half-written model where a finished one is expected."""
+    for stale in [*model_dir.parent.glob(".tmp-model-*"), *model_dir.parent.glob(f".old-{model_dir.name}-*")]:
+        shutil.rmtree(stale, ignore_errors=True)  # left by a run killed while saving
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-model-", dir=model_dir.parent))
+    old = model_dir.with_name(f".old-{model_dir.name}-{time.time_ns()}")
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if model_dir.exists():
+            model_dir.rename(old)
+        tmp.rename(model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not model_dir.exists():
+            old.rename(model_dir)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass
@@ -73,11 +119,16 @@ def resolve_objective(cfg: DictConfig, registry: ObjectiveRegistry | None = None
     return ResolvedObjective(cls, config, kind, package)
 
 
-def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
-    """Run one pretraining job described by `cfg`, filling `record` (results.json) as it goes."""
+def run_pretraining(cfg: DictConfig, record: dict[str, Any],
+                    callbacks: Sequence[pl.Callback] = ()) -> dict[str, Any]:
+    """Run one pretraining job described by `cfg`, filling `record` (results.json) as it goes.
+
+    `callbacks` are extra Lightning callbacks (tests and tools observe training through them).
+    """
     started = time.perf_counter()
     output_dir = Path(cfg.output_dir)
     check_writable(output_dir)
+    check_free_space(output_dir, int(cfg.min_free_disk_mb) * 2**20, "min_free_disk_mb")
     resolved_cfg = OmegaConf.to_container(cfg, resolve=True)
     record["config_hash"] = config_hash(resolved_cfg)
     record["seed"] = int(cfg.seed)
@@ -87,8 +138,12 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     source = make_source(cfg.data)
     tokens_per_step_guess = cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.accumulate_grad_batches
     resolve_total_steps(cfg.trainer, tokens_per_step_guess)  # fail on a bad budget before any work
+    check_reliability_settings(cfg.trainer)
     precision = resolve_precision(cfg.trainer)
     record["precision"] = precision
+    plan = plan_resume(cfg.get("resume"), output_dir, checkpointing=bool(cfg.trainer.checkpoint))
+    record["rejected_checkpoints"] = plan.rejected
+    write_results(output_dir, record)  # status "running": a killed run never leaves an older result here
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     cache_dir = Path(cfg.data.cache_dir).expanduser()
@@ -113,6 +168,9 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     model = build_backbone(cfg.backbone, resolved.kind, tokens, max_positions=max(block_len, cfg.data.seq_len) + 2)
     record["backbone"] = {**describe(model), "size": cfg.backbone.size, "pretrained": cfg.backbone.pretrained,
                           "parameters": parameter_count(model)}
+    identity = run_identity(run_config(resolved_cfg), model_config_dict(model))
+    if plan.checkpoint is not None:  # before any training: a checkpoint of another setup names what differs
+        check_compatible(plan.checkpoint, identity["config"], identity["model_config"])
     datamodule = PretrainDataModule(
         train_view, val_view, objective, batch_size=cfg.data.batch_size, seed=int(cfg.seed),
         total_batches=total_steps * cfg.trainer.accumulate_grad_batches,
@@ -127,9 +185,13 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     module = PretrainModule(model, objective, cfg.trainer.optim, total_steps,
                             tokens_per_batch=cfg.data.batch_size * block_len)
     record["objective_parameters"] = objective_parameter_count(module)
-    trainer = build_trainer(cfg.trainer, output_dir, total_steps, precision)
-    trainer.fit(module, datamodule=datamodule)
-    train_loss = _metric(trainer, "pretrain/loss")
+    if cfg.min_free_disk_mb > 0:
+        check_free_space(output_dir, run_disk_bytes(cfg, module), f"this run's checkpoints "
+                         f"({cfg.trainer.keep_checkpoints} kept + 1 being written) and model")
+    run_state = RunState(plan.checkpoint)
+    trainer = build_trainer(cfg.trainer, output_dir, total_steps, precision, identity=identity,
+                            callbacks=[run_state, *callbacks])
+    train_loss = fit_or_resume(trainer, module, datamodule, plan, run_state, record)
     trainer.validate(module, datamodule=datamodule, verbose=False)  # the final model's validation loss
 
     record.update(
@@ -142,13 +204,40 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     )
     if cfg.save_model and trainer.is_global_zero:
         model_dir = output_dir / "model"
-        model.save_pretrained(model_dir)
-        tokenizer.save_pretrained(model_dir)
+        save_model_atomically(model, tokenizer, model_dir)
         record["model_dir"] = str(model_dir)
     record.update(status="completed", finished_at=now_iso())
     if trainer.is_global_zero:
         write_results(output_dir, record)
     return record
+
+
+def fit_or_resume(trainer: pl.Trainer, module: PretrainModule, datamodule: PretrainDataModule, plan: ResumePlan,
+        run_state: RunState, record: dict[str, Any]) -> float | None:
+    """trainer.fit, from `plan`'s checkpoint if any; records resumes and skips (also when fit fails) and
+    returns the last training loss."""
+    checkpoint = plan.checkpoint
+    if checkpoint is not None:
+        if checkpoint.step is not None:
+            keep_metrics_history(Path(trainer.default_root_dir) / "logs", checkpoint.step)
+        checkpoint_io = trainer.strategy.checkpoint_io
+        if isinstance(checkpoint_io, AtomicCheckpointIO) and checkpoint.manifest is not None:
+            checkpoint_io.mark_verified(checkpoint.path)  # verified in plan_resume: no second hash
+    guard = next(c for c in trainer.callbacks if isinstance(c, NonFiniteGuard))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(checkpoint.path) if checkpoint else None)
+    finally:
+        record.update(resumes=list(run_state.resumes), skipped_steps=guard.skipped_steps,
+                      skipped_at=list(guard.skipped_at), steps=int(trainer.global_step))
+    loss = _metric(trainer, "pretrain/loss")
+    return run_state.train_loss if loss is None else loss  # None: resumed at the last step, no step ran
+
+
+def run_disk_bytes(cfg: DictConfig, module: PretrainModule) -> int:
+    """Disk the run will need at its peak: keep_checkpoints + 1 checkpoints and the saved model."""
+    ckpt = checkpoint_bytes(module)
+    need = (cfg.trainer.keep_checkpoints + 1) * ckpt if cfg.trainer.checkpoint else 0
+    return need + (ckpt // 3 if cfg.save_model else 0)
 
 
 def audit_pairs(batches: TrainBatches, n: int) -> Iterator[tuple[Blocks, Batch]]:

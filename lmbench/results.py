@@ -25,11 +25,20 @@ Schema (version 1), every key always present:
                             "block_len", "batch_size"}
     audit           obj?    corruption audit on the first batches: {"passed", "batches", "tokens", "stats":
                             {name: {"promised", "tolerance", "measured", "ok"}}}; null if nothing promised
-    config_hash     str     sha256 of the resolved config (output paths excluded)
+    config_hash     str     sha256 of the resolved config (output_dir, hydra and resume excluded)
     tokenizer_hash  str?    sha256 of the tokenizer's tokenizer.json
     model_dir       str?    the saved transformers directory
     versions        obj     package versions (python, torch, transformers, pytorch_lightning, hydra, lmbench)
     started_at, finished_at  str  ISO-8601 UTC timestamps
+    resumes         list    [{"from_checkpoint": str, "step": int}, ...]: every resume this run's final
+                            state went through, oldest first; [] for an uninterrupted run
+    rejected_checkpoints list  [{"path": str, "error": str}]: checkpoints resume=auto found invalid
+                            (truncated, corrupt, no manifest) and passed over
+    skipped_steps   int     steps skipped for a non-finite loss (trainer.nonfinite=skip); 0 otherwise
+    skipped_at      list    the first 100 skipped steps (0-based optimizer steps)
+
+A run writes this file with status "running" as soon as its inputs are checked, so an output directory
+whose run was killed says "running", never an older run's "completed".
 """
 
 from __future__ import annotations
@@ -62,10 +71,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+RUN_LOCATION_KEYS = ("output_dir", "hydra", "resume")
+
+
+def run_config(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config without the keys that say where a run lives or how it was (re)started."""
+    return {k: v for k, v in resolved.items() if k not in RUN_LOCATION_KEYS}
+
+
 def config_hash(resolved: dict[str, Any]) -> str:
-    """Hash of the resolved config without run-location keys, so identical setups hash identically."""
-    clean = {k: v for k, v in resolved.items() if k not in ("output_dir", "hydra")}
-    return hashlib.sha256(json.dumps(clean, sort_keys=True, default=str).encode()).hexdigest()
+    """Hash of the resolved config without run-location keys, so identical setups hash identically
+    (a resumed run hashes like the run it continues)."""
+    return hashlib.sha256(json.dumps(run_config(resolved), sort_keys=True, default=str).encode()).hexdigest()
 
 
 def empty_record() -> dict[str, Any]:
@@ -76,6 +93,7 @@ def empty_record() -> dict[str, Any]:
         "steps": 0, "tokens_seen": 0, "supervised_tokens": 0, "train_loss": None, "val_loss": None,
         "wall_time_s": 0.0, "precision": None, "data": {}, "audit": None, "config_hash": None, "tokenizer_hash": None,
         "model_dir": None, "versions": package_versions(), "started_at": now_iso(), "finished_at": None,
+        "resumes": [], "rejected_checkpoints": [], "skipped_steps": 0, "skipped_at": [],
     }
 
 

@@ -34,7 +34,7 @@ ANSWERS = list(PLANTED.values())  # candidate order: query i's planted answer is
 
 # family -> (kind, tokenizer type, objective, AdamW steps, learning rate)
 RECIPES = {
-    "bert": ("encoder", "wordpiece", lambda t: MaskedLM(MLMConfig(mlm_probability=0.3), t), 200, 3e-3),
+    "bert": ("encoder", "wordpiece", lambda t: MaskedLM(MLMConfig(mlm_probability=0.3, add_cls_sep=False), t), 200, 3e-3),
     "gpt2": ("decoder", "bpe", lambda t: CausalLM(CLMConfig(), t), 80, 3e-3),
     # T5's noise mask puts a block's only span at its end, so T5 reads "the film was great" blocks
     "t5": ("encoder-decoder", "wordpiece", lambda t: T5SpanCorruption(T5SpanConfig(), t), 100, 3e-3),

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, Logger
 
 from lmbench.config import TrainerConfig
+from lmbench.train.checkpointing import AtomicCheckpointIO
+from lmbench.train.nonfinite import NonFiniteGuard, check_policy
+from lmbench.train.resume import CHECKPOINT_DIR
 
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
 
@@ -51,14 +55,40 @@ def resolve_total_steps(cfg: TrainerConfig, tokens_per_step: int) -> int:
     return cfg.max_steps
 
 
-def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: int, precision: str) -> pl.Trainer:
-    """A Trainer that runs exactly `total_steps` optimizer steps, logs CSV, checkpoints under output_dir."""
-    callbacks: list[pl.Callback] = []
+def check_reliability_settings(cfg: TrainerConfig) -> None:
+    """Validate the checkpoint and non-finite keys before any work (messages name key and allowed values)."""
+    check_policy(cfg.nonfinite, cfg.max_consecutive_skips)
+    if cfg.checkpoint_every_n_steps is not None and cfg.checkpoint_every_n_steps < 1:
+        raise ValueError(f"trainer.checkpoint_every_n_steps={cfg.checkpoint_every_n_steps}; allowed values: "
+                         ">= 1, or null for every val_check_interval steps")
+    if cfg.keep_checkpoints < 1:
+        raise ValueError(f"trainer.keep_checkpoints={cfg.keep_checkpoints}; allowed values: >= 1 "
+                         "(set trainer.checkpoint=false for none)")
+
+
+def checkpoint_interval(cfg: TrainerConfig) -> int:
+    """Optimizer steps between checkpoints: `checkpoint_every_n_steps`, else `val_check_interval`."""
+    return int(cfg.checkpoint_every_n_steps or max(1, cfg.val_check_interval))
+
+
+def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: int, precision: str, *,
+                  identity: Optional[dict[str, Any]] = None, callbacks: Sequence[pl.Callback] = (),
+                  loggers: Optional[Sequence[Logger]] = None) -> pl.Trainer:
+    """A Trainer that runs exactly `total_steps` optimizer steps, logs CSV, and checkpoints under
+    output_dir/checkpoints every `checkpoint_interval(cfg)` steps: `step-NNNNNNN.ckpt` (the newest
+    `keep_checkpoints` kept), each written atomically with a manifest carrying `identity`, and
+    `last.ckpt` linking to the newest. The non-finite policy guard is always installed. `loggers`
+    default: a CSVLogger writing output_dir/logs/metrics.csv."""
+    check_reliability_settings(cfg)
+    all_callbacks: list[pl.Callback] = [NonFiniteGuard(cfg.nonfinite, cfg.max_consecutive_skips,
+                                                       check_every=cfg.log_every_n_steps), *callbacks]
     if cfg.checkpoint:
-        callbacks.append(ModelCheckpoint(dirpath=output_dir / "checkpoints", save_last=True, save_top_k=0,
-                                         every_n_train_steps=max(1, cfg.val_check_interval)))
+        all_callbacks.append(ModelCheckpoint(
+            dirpath=output_dir / CHECKPOINT_DIR, filename="step-{step:07d}", auto_insert_metric_name=False,
+            monitor="step", mode="max", save_top_k=cfg.keep_checkpoints, save_last="link",
+            every_n_train_steps=checkpoint_interval(cfg), enable_version_counter=False))
     if cfg.progress_bar:
-        callbacks.append(RichProgressBar(leave=True))
+        all_callbacks.append(RichProgressBar(leave=True))
     val_every = min(cfg.val_check_interval, total_steps) * cfg.accumulate_grad_batches
     return pl.Trainer(
         max_steps=total_steps,
@@ -74,8 +104,9 @@ def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: int, precis
         limit_val_batches=cfg.limit_val_batches,
         num_sanity_val_steps=0,
         log_every_n_steps=cfg.log_every_n_steps,
-        logger=CSVLogger(save_dir=str(output_dir), name="", version="logs"),
-        callbacks=callbacks,
+        logger=list(loggers) if loggers else CSVLogger(save_dir=str(output_dir), name="", version="logs"),
+        callbacks=all_callbacks,
+        plugins=[AtomicCheckpointIO(identity)],
         enable_checkpointing=cfg.checkpoint,
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
