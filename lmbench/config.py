@@ -13,6 +13,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from lmbench.loggers import LoggerConfig
 from lmbench.objectives.registry import ObjectiveRegistry
 
 
@@ -127,6 +128,7 @@ class LmbenchConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     save_model: bool = True
     audit_batches: int = 64

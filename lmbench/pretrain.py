@@ -26,6 +26,7 @@ from lmbench.data.blocks import BlockView, build_token_stream
 from lmbench.data.datamodule import PretrainDataModule, TrainBatches
 from lmbench.data.sources import make_source
 from lmbench.data.tokenizer import load_or_train_tokenizer
+from lmbench.loggers import build_loggers, check_logger_config, sweep_group
 from lmbench.objectives.base import Batch, Blocks, Objective, ObjectiveConfig, TokenInfo
 from lmbench.objectives.registry import ObjectiveRegistry, default_registry
 from lmbench.results import config_hash, now_iso, run_config, write_results
@@ -135,6 +136,7 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
 
     resolved = resolve_objective(cfg)
     record["objective"] = {"name": resolved.cls.name, "config": resolved.config.to_dict()}
+    check_logger_config(cfg.logger)  # W&B online without a login fails here, before any work
     source = make_source(cfg.data)
     tokens_per_step_guess = cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.accumulate_grad_batches
     resolve_total_steps(cfg.trainer, tokens_per_step_guess)  # fail on a bad budget before any work
@@ -189,8 +191,10 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
         check_free_space(output_dir, run_disk_bytes(cfg, module), f"this run's checkpoints "
                          f"({cfg.trainer.keep_checkpoints} kept + 1 being written) and model")
     run_state = RunState(plan.checkpoint)
+    loggers = build_loggers(cfg.logger, output_dir, run_name=output_dir.name, group=sweep_group(),
+                            job_type=resolved.cls.name, config=resolved_cfg)
     trainer = build_trainer(cfg.trainer, output_dir, total_steps, precision, identity=identity,
-                            callbacks=[run_state, *callbacks])
+                            callbacks=[run_state, *callbacks], loggers=loggers)
     train_loss = fit_or_resume(trainer, module, datamodule, plan, run_state, record)
     trainer.validate(module, datamodule=datamodule, verbose=False)  # the final model's validation loss
 

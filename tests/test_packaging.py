@@ -20,13 +20,16 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 def test_every_python_package_dir_is_listed() -> None:
     setup = PYPROJECT["tool"]["setuptools"]
     listed = set(setup["packages"])
-    dirs = {"lmbench": ROOT / "lmbench", "lmbench_plugins": ROOT / "plugins", "lmbench_conf": ROOT / "conf"}
+    dirs = {"lmbench": ROOT / "lmbench", "lmbench_plugins": ROOT / "plugins", "lmbench_conf": ROOT / "conf",
+            "hydra_plugins": ROOT / "hydra_plugins"}
     found = set()
     for top, path in dirs.items():
         for init in path.rglob("__init__.py"):
             rel = init.parent.relative_to(path).parts
             found.add(".".join((top, *rel)))
     assert found == listed
+    assert not (ROOT / "hydra_plugins" / "__init__.py").exists(), \
+        "hydra_plugins is a namespace package shared by every Hydra plugin"
     assert setup["package-dir"] == {"lmbench": "lmbench", "lmbench_plugins": "plugins", "lmbench_conf": "conf"}
     assert "plugins" not in listed, "a top-level `plugins` package would collide with other distributions"
 
