@@ -8,10 +8,10 @@ Objective schemas are not here: each plugin brings its own dataclass (see `regis
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig
 
 from lmbench.loggers import LoggerConfig
 from lmbench.objectives.registry import ObjectiveRegistry
@@ -135,6 +135,22 @@ class LmbenchConfig:
     output_dir: str = "${hydra:runtime.output_dir}"
     resume: Optional[str] = None  # null | auto | <checkpoint file or run directory>
     min_free_disk_mb: int = 100  # refuse to start with less free space in output_dir (0: no check)
+
+
+def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose lmbench's config in-process as `lmbench OVERRIDES` would (notebooks, tools, tests).
+
+    `output_dir` interpolates Hydra's run dir, which only exists under the CLI: set `output_dir=...`.
+    """
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from lmbench.objectives.registry import default_registry
+
+    register_configs(default_registry())
+    GlobalHydra.instance().clear()
+    with initialize_config_module(config_module="lmbench_conf", version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
 
 
 def register_configs(registry: ObjectiveRegistry) -> None:

@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from lmbench.config import register_configs
+from lmbench.config import compose_config
 from lmbench.objectives.registry import default_registry
 from lmbench.pretrain import resolve_objective, run_pretraining
 from lmbench.results import empty_record
@@ -19,11 +17,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_cfg(overrides: list[str], tmp_path: Path | None = None):
-    register_configs(default_registry())
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="lmbench_conf", version_base="1.3"):
-        run_dir = [f"output_dir={tmp_path / 'run'}"] if tmp_path is not None else []
-        return compose(config_name="config", overrides=overrides + run_dir)
+    return compose_config(overrides + ([f"output_dir={tmp_path / 'run'}"] if tmp_path is not None else []))
 
 
 def group_options(group: str) -> list[str]:

@@ -19,11 +19,8 @@ from typing import Any, Optional
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 
-from lmbench.config import register_configs
-from lmbench.objectives.registry import default_registry
+from lmbench.config import compose_config
 from lmbench.pretrain import run_pretraining
 from lmbench.results import empty_record, read_results
 from lmbench.train.checkpointing import scan_checkpoints
@@ -35,11 +32,7 @@ SMALL = ["data.builtin_documents=300", "data.tokenizer.vocab_size=800", "data.se
 
 
 def compose_run(out: Path, cache: Path, overrides: list[str]):
-    register_configs(default_registry())
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="lmbench_conf", version_base="1.3"):
-        return compose(config_name="config",
-                       overrides=[*SMALL, f"data.cache_dir={cache}", *overrides, f"output_dir={out}"])
+    return compose_config([*SMALL, f"data.cache_dir={cache}", *overrides, f"output_dir={out}"])
 
 
 @pytest.fixture(scope="module", autouse=True)

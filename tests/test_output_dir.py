@@ -17,13 +17,10 @@ from typing import Any
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from safetensors.torch import load_file
 
 import lmbench.pretrain
-from lmbench.config import register_configs
-from lmbench.objectives.registry import default_registry
+from lmbench.config import compose_config
 from lmbench.pretrain import OutputDirError, run_pretraining, save_model_atomically
 from lmbench.results import empty_record, read_results
 from lmbench.train.checkpointing import CheckpointError, scan_checkpoints
@@ -34,11 +31,7 @@ DiskUsage = namedtuple("DiskUsage", "total used free")
 
 
 def compose_run(out: Path, cache: Path, overrides: list[str]):
-    register_configs(default_registry())
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="lmbench_conf", version_base="1.3"):
-        return compose(config_name="config",
-                       overrides=[*SMALL, f"data.cache_dir={cache}", *overrides, f"output_dir={out}"])
+    return compose_config([*SMALL, f"data.cache_dir={cache}", *overrides, f"output_dir={out}"])
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -22,12 +22,9 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_module
-from hydra.core.global_hydra import GlobalHydra
 from safetensors.torch import load_file
 
-from lmbench.config import register_configs
-from lmbench.objectives.registry import default_registry
+from lmbench.config import compose_config
 from lmbench.pretrain import run_pretraining
 from lmbench.results import empty_record, read_results
 
@@ -42,11 +39,7 @@ COMPARED = ("train_loss", "val_loss", "steps", "tokens_seen", "supervised_tokens
 
 
 def compose_run(out: Path, cache: Path, overrides: list[str]):
-    register_configs(default_registry())
-    GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="lmbench_conf", version_base="1.3"):
-        return compose(config_name="config",
-                       overrides=[*SMALL, f"data.cache_dir={cache}", *overrides, f"output_dir={out}"])
+    return compose_config([*SMALL, f"data.cache_dir={cache}", *overrides, f"output_dir={out}"])
 
 
 class Crash(pl.Callback):
