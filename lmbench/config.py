@@ -25,6 +25,8 @@ class BackboneConfig:
     size:   tiny | small | base: presets that match width, depth and heads across kinds.
     family: auto | bert | roberta | gpt2 | llama | t5 | bart (auto = bert / gpt2 / t5 for the kind).
     pretrained: a local transformers model directory to start from instead of a preset.
+    model_class: any transformers LM class of the kind (e.g. DistilBertForMaskedLM, OPTForCausalLM) built
+        from its config class at the preset size, instead of a family.
     config_overrides: extra keyword arguments for the transformers config class.
     """
 
@@ -32,6 +34,7 @@ class BackboneConfig:
     size: str = "tiny"
     family: str = "auto"
     pretrained: Optional[str] = None
+    model_class: Optional[str] = None
     attn_implementation: str = "sdpa"
     config_overrides: dict[str, Any] = field(default_factory=dict)
 

@@ -209,3 +209,28 @@ def test_backbone_yamls_match_the_schema() -> None:
         kind, size = stem.rsplit("_", 1)
         assert (cfg.kind, cfg.size) == (kind.replace("_", "-"), size)
         assert resolve_kind(cfg, "any", (cfg.kind,)) == cfg.kind
+
+
+@pytest.mark.parametrize("model_class,kind,hidden_attr", [
+    ("DistilBertForMaskedLM", "encoder", "dim"), ("OPTForCausalLM", "decoder", "hidden_size"),
+    ("MT5ForConditionalGeneration", "encoder-decoder", "d_model")])
+def test_any_transformers_class_of_the_kind_at_the_preset_size(model_class: str, kind: str, hidden_attr: str,
+                                                               tmp_path) -> None:
+    tokens = make_tokens(1000)
+    cfg = BackboneConfig(model_class=model_class, size="tiny")
+    model = build_backbone(cfg, kind, tokens, max_positions=64)
+    assert type(model).__name__ == model_class
+    assert getattr(model.config, hidden_attr) == 128 and model.get_input_embeddings().num_embeddings >= 1000
+    assert describe(model)["kind"] == kind
+    model.save_pretrained(tmp_path)
+    assert type(getattr(transformers, AUTO_CLASSES[kind]).from_pretrained(tmp_path)).__name__ == model_class
+
+
+def test_model_class_errors_name_the_problem() -> None:
+    tokens = make_tokens(1000)
+    with pytest.raises(BackboneError, match="not a transformers model class"):
+        build_backbone(BackboneConfig(model_class="NoSuchForMaskedLM"), "encoder", tokens, 64)
+    with pytest.raises(BackboneError, match=r"not a encoder LM class.*ForMaskedLM"):
+        build_backbone(BackboneConfig(model_class="OPTForCausalLM"), "encoder", tokens, 64)
+    with pytest.raises(BackboneError, match="set backbone.family=auto"):
+        build_backbone(BackboneConfig(model_class="OPTForCausalLM", family="gpt2"), "decoder", tokens, 64)

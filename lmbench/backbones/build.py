@@ -16,7 +16,7 @@ import transformers
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from lmbench.backbones.presets import FAMILY_KIND, BackboneError, family_config_kwargs, resolve_family
+from lmbench.backbones.presets import FAMILY_KIND, PRESETS, BackboneError, family_config_kwargs, resolve_family
 from lmbench.config import BackboneConfig
 from lmbench.objectives.base import BACKBONE_KINDS, TokenInfo
 
@@ -47,6 +47,8 @@ def build_backbone(cfg: BackboneConfig, kind: str, tokens: TokenInfo, max_positi
         raise BackboneError(f"backbone kind {kind!r} is unknown; allowed values: {', '.join(BACKBONE_KINDS)}")
     if cfg.pretrained:
         return _load_pretrained(cfg, kind, tokens, max_positions)
+    if cfg.model_class:
+        return _from_model_class(cfg, kind, tokens, max_positions)
     family = resolve_family(cfg, kind)
     model_class = getattr(transformers, MODEL_CLASSES[family])
     config_class: type[PretrainedConfig] = model_class.config_class
@@ -60,6 +62,51 @@ def build_backbone(cfg: BackboneConfig, kind: str, tokens: TokenInfo, max_positi
         raise BackboneError(f"backbone.attn_implementation={cfg.attn_implementation!r} failed for "
                             f"{MODEL_CLASSES[family]}: {exc}; try 'sdpa' or 'eager'") from exc
     return model
+
+
+KIND_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "encoder": ("ForMaskedLM",),
+    "decoder": ("ForCausalLM", "LMHeadModel"),
+    "encoder-decoder": ("ForConditionalGeneration",),
+}
+
+
+def _from_model_class(cfg: BackboneConfig, kind: str, tokens: TokenInfo, max_positions: int) -> PreTrainedModel:
+    """Any transformers LM class of `kind` (e.g. DistilBertForMaskedLM, OPTForCausalLM), sized by the preset
+    through the standard config names its config class defines (hidden_size, num_hidden_layers,
+    num_attention_heads, intermediate_size, max_position_embeddings, via attribute_map where renamed);
+    `config_overrides` sets anything else (e.g. DistilBERT's hidden_dim)."""
+    name = str(cfg.model_class)
+    model_class = getattr(transformers, name, None)
+    if model_class is None or not hasattr(model_class, "config_class"):
+        raise BackboneError(f"backbone.model_class={name!r} is not a transformers model class; give a class "
+                            "name such as DistilBertForMaskedLM, OPTForCausalLM or MT5ForConditionalGeneration")
+    if cfg.family != "auto":
+        raise BackboneError(f"backbone.model_class={name!r} and backbone.family={cfg.family!r} both name a "
+                            "model; set backbone.family=auto with model_class")
+    if not name.endswith(KIND_SUFFIXES[kind]):
+        raise BackboneError(f"backbone.model_class={name!r} is not a {kind} LM class; for kind {kind!r} use a "
+                            f"class ending in {' or '.join(KIND_SUFFIXES[kind])}")
+    config_class: type[PretrainedConfig] = model_class.config_class
+    base = config_class()
+    known = set(base.to_dict()) | set(getattr(base, "attribute_map", {}))
+    p = PRESETS[cfg.size]
+    wanted = {"vocab_size": tokens.vocab_size, "hidden_size": p["hidden"], "num_hidden_layers": p["layers"],
+              "num_attention_heads": p["heads"], "intermediate_size": p["ffn"],
+              "max_position_embeddings": max_positions, "pad_token_id": tokens.pad_id,
+              "bos_token_id": tokens.bos_id, "eos_token_id": tokens.eos_id}
+    if kind == "encoder-decoder":
+        wanted["decoder_start_token_id"] = tokens.pad_id
+    sized = {k: v for k, v in wanted.items() if k in known}
+    overrides = dict(cfg.config_overrides or {})
+    _check_override_keys(overrides, base, name)
+    config = config_class(**{**sized, **overrides})
+    for key, value in {**sized, **overrides}.items():  # some classes set their own names after super().__init__
+        setattr(config, key, value)
+    try:
+        return model_class._from_config(config, attn_implementation=cfg.attn_implementation, dtype=torch.float32)
+    except (ValueError, ImportError) as exc:
+        raise BackboneError(f"backbone.model_class={name!r} could not be built: {exc}") from exc
 
 
 def _check_override_keys(overrides: dict[str, Any], config: PretrainedConfig, family: str) -> None:
