@@ -41,7 +41,7 @@ def make_blocks(info: TokenInfo, rows: int, length: int, seed: int = 0) -> Block
 
 
 def lmbench_corruptor(info: TokenInfo, blocks: Blocks, masking: str) -> Corruptor:
-    objective = MaskedLM(MLMConfig(masking=masking), info)
+    objective = MaskedLM(MLMConfig(masking=masking, add_cls_sep=False), info)  # masking only, like the collator
     generator = torch.Generator().manual_seed(0)
 
     def run() -> tuple[torch.Tensor, torch.Tensor]:
