@@ -29,6 +29,18 @@ def token_info() -> TokenInfo:
                      sentinel_ids=sentinels, sentence_end_ids=(10,))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a whole module: tiny models run faster, and runs compared bit for bit
+    must use the same thread count."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tmp_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private LMBENCH_CACHE so tests never share tokenizer/token caches with the user's."""

@@ -34,12 +34,7 @@ def compose_run(out: Path, cache: Path, overrides: list[str]):
     return compose_config([*SMALL, f"data.cache_dir={cache}", *overrides, f"output_dir={out}"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # bit-identical runs need a fixed thread count
 
 
 @pytest.fixture(scope="module")
