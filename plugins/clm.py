@@ -26,20 +26,27 @@ class CLMConfig(ObjectiveConfig):
     name: str = "clm"
 
 
+def next_token_targets(labels: Tensor) -> Tensor:
+    """labels (B, L) -> targets (B, L): position t is trained to predict labels[t + 1]; the last is -100.
+
+    Shifting the labels (not slicing the logits) keeps the (B, L, V) logits contiguous: no copy of them.
+    """
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE)  # (B, L)
+
+
 def shifted_cross_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
     """Next-token cross-entropy in float32: logits[:, t] predict labels[:, t + 1]; -100 is ignored.
 
     logits: (B, L, V), labels: (B, L) unshifted. Returns the mean loss over supervised targets
     (0 when there are none) and detached stats `supervised_tokens` and `accuracy`.
     """
-    pred = logits[:, :-1].float()  # (B, L-1, V)
-    target = labels[:, 1:]  # (B, L-1)
-    supervised = target != IGNORE  # (B, L-1)
+    target = next_token_targets(labels).reshape(-1)  # (B*L,)
+    flat = logits.reshape(-1, logits.size(-1)).float()  # (B*L, V) a view for contiguous float32 logits
+    supervised = target != IGNORE  # (B*L,)
     count = supervised.sum()
-    total = F.cross_entropy(pred.reshape(-1, pred.size(-1)), target.reshape(-1), ignore_index=IGNORE,
-                            reduction="sum")
+    total = F.cross_entropy(flat, target, ignore_index=IGNORE, reduction="sum")
     loss = total / count.clamp(min=1)
-    correct = ((pred.detach().argmax(-1) == target) & supervised).sum()  # ()
+    correct = ((flat.detach().argmax(-1) == target) & supervised).sum()  # ()
     stats = {"supervised_tokens": count.detach(), "accuracy": correct / count.clamp(min=1)}
     return loss, stats
 

@@ -29,6 +29,12 @@ MODEL_CLASSES: dict[str, str] = {
     "bart": "BartForConditionalGeneration",
 }
 
+# Implementation choices that compute the same function faster; `config_overrides` can set them back.
+# GPT-2's default `gelu_new` is the tanh GELU written as eight elementwise ops; `gelu_pytorch_tanh` is the
+# same function (within 3e-7) in one fused kernel: on a 2-core CPU about 4x cheaper forward + backward,
+# ~10% of a small decoder's training step. A saved model keeps the name and loads with plain transformers.
+FAST_KERNELS: dict[str, dict[str, Any]] = {"gpt2": {"activation_function": "gelu_pytorch_tanh"}}
+
 AUTO_CLASSES: dict[str, str] = {
     "encoder": "AutoModelForMaskedLM",
     "decoder": "AutoModelForCausalLM",
@@ -52,7 +58,7 @@ def build_backbone(cfg: BackboneConfig, kind: str, tokens: TokenInfo, max_positi
     family = resolve_family(cfg, kind)
     model_class = getattr(transformers, MODEL_CLASSES[family])
     config_class: type[PretrainedConfig] = model_class.config_class
-    kwargs = family_config_kwargs(family, cfg.size, tokens, max_positions)
+    kwargs = {**family_config_kwargs(family, cfg.size, tokens, max_positions), **FAST_KERNELS.get(family, {})}
     overrides = dict(cfg.config_overrides or {})
     _check_override_keys(overrides, config_class(**kwargs), family)
     config = config_class(**{**kwargs, **overrides})
