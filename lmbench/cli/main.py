@@ -27,6 +27,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from lmbench.config import register_configs
 from lmbench.objectives.registry import ObjectiveRegistryError, default_registry
 from lmbench.results import empty_record, now_iso, write_results
+from lmbench.tasks.config import TaskConfigError, check_task_overrides
 
 USER_CODE_PREFIXES = ("lmbench.", "lmbench_plugins.")
 # OmegaConf errors that come from the user's values (`???` left unset, a bad ${...}, a value of the
@@ -158,6 +159,11 @@ def main() -> None:
     """Console-script entry point."""
     register_configs(default_registry())
     register_sweep_plugins()
+    try:  # Hydra's own error for an unknown name in a list of options does not list the allowed ones
+        check_task_overrides(sys.argv[1:])
+    except TaskConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(1)
     _app()
 
 
