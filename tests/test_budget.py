@@ -112,3 +112,25 @@ def test_time_schedule_without_warmup_and_bad_arguments() -> None:
         time_based_lr_factor(0.0, 100.0, 0.1, "step")
     with pytest.raises(ValueError, match=r"warmup_fraction=1.0; allowed values: \[0, 1\)"):
         time_based_lr_factor(0.0, 100.0, 1.0, "linear")
+
+
+def test_trainer_aliases_override_the_budget_group() -> None:
+    from types import SimpleNamespace
+
+    from lmbench.budget import BudgetSpec, effective_budget
+
+    group = BudgetConfig("flops", 1e13)
+    trainer = SimpleNamespace(max_steps=None, max_tokens=None)
+    assert effective_budget(trainer, group) == BudgetSpec("flops", 1e13, "budget.value")
+    assert effective_budget(SimpleNamespace(max_steps=4, max_tokens=None), group) == BudgetSpec("steps", 4.0,
+                                                                                                "trainer.max_steps")
+    both = SimpleNamespace(max_steps=4, max_tokens=9000)  # max_tokens first, as before the budget group existed
+    spec = effective_budget(both, group)
+    assert spec == BudgetSpec("tokens", 9000.0, "trainer.max_tokens")
+    assert resolve_budget(spec, TOKENS_PER_STEP, None).max_steps == 3
+    with pytest.raises(BudgetError, match=r"trainer.max_tokens=100 is smaller than one optimizer step \(4,096"):
+        resolve_budget(BudgetSpec("tokens", 100.0, "trainer.max_tokens"), TOKENS_PER_STEP, None)
+    with pytest.raises(BudgetError, match=r"trainer.max_steps=0; allowed values: an integer >= 1, or null"):
+        effective_budget(SimpleNamespace(max_steps=0, max_tokens=None), group)
+    with pytest.raises(BudgetError, match=r"budget.kind='epochs' is unknown"):
+        effective_budget(trainer, BudgetConfig("epochs", 3))

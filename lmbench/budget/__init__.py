@@ -15,13 +15,16 @@ from lmbench.budget.plan import (
     BudgetConfig,
     BudgetError,
     BudgetPlan,
+    BudgetSpec,
+    effective_budget,
+    no_formula_error,
     resolve_budget,
     time_based_lr_factor,
     validate_budget,
 )
 
 __all__ = [
-    "BUDGET_KINDS", "SUPPORTED_FAMILIES", "BudgetConfig", "BudgetError", "BudgetPlan", "FlopEstimate",
-    "FlopFormulaError", "check_family", "mfu", "peak_matmul_flops", "resolve_budget", "time_based_lr_factor",
-    "training_flops", "validate_budget",
+    "BUDGET_KINDS", "SUPPORTED_FAMILIES", "BudgetConfig", "BudgetError", "BudgetPlan", "BudgetSpec", "FlopEstimate",
+    "FlopFormulaError", "check_family", "effective_budget", "mfu", "no_formula_error", "peak_matmul_flops",
+    "resolve_budget", "time_based_lr_factor", "training_flops", "validate_budget",
 ]

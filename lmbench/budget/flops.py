@@ -196,41 +196,48 @@ def training_flops(model: nn.Module, batch: dict[str, Tensor], objective_name: s
     return FlopEstimate(forward=forward, training=training, per_token=training / max(count, 1), detail=detail)
 
 
-_PEAK_CACHE: dict[tuple[str, torch.dtype, int], float] = {}
+_PEAK_CACHE: dict[tuple[str, torch.dtype, int, int], float] = {}
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def peak_matmul_flops(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
                       seconds: float = 1.0, size: int = 2048) -> float:
     """Measured peak matmul throughput in FLOP/s: the best of several timed rounds of (size x size) @
-    (size x size) products over about `seconds`. Cached per (device, dtype, size) in this process.
+    (size x size) products over about `seconds`. Cached per (device, dtype, size, CPU threads) in this
+    process, so every run of a process pays for it once.
 
     Use the dtype the run computes in (bfloat16 for bf16-mixed), so MFU compares like with like.
     """
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    key = (str(device), dtype, int(size))
+    key = (str(device), dtype, int(size), torch.get_num_threads() if device.type == "cpu" else 0)
     if key in _PEAK_CACHE:
         return _PEAK_CACHE[key]
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(size, size, generator=g, device=device).to(dtype)  # (S, S)
     b = torch.randn(size, size, generator=g, device=device).to(dtype)  # (S, S)
     flops_per_matmul = 2.0 * size ** 3
+    torch.matmul(a, b)  # warm-up: kernel selection, library initialisation
     _sync(device)
-    start = time.perf_counter()
-    torch.matmul(a, b)  # warm-up; also times one product
-    _sync(device)
-    once = max(time.perf_counter() - start, 1e-6)
-    per_round = max(1, int(seconds / 5 / once))  # about five rounds
-    best, deadline = 0.0, time.perf_counter() + seconds
-    rounds = 0
-    while rounds < 2 or time.perf_counter() < deadline:
+    per_round, deadline = 1, time.perf_counter() + seconds
+    while True:  # grow the round until it is long enough to time (tiny on a GPU: launch latency dominates)
+        t0 = time.perf_counter()
+        for _ in range(per_round):
+            torch.matmul(a, b)
         _sync(device)
+        took = time.perf_counter() - t0
+        if took >= seconds / 10 or time.perf_counter() >= deadline:
+            break
+        per_round *= 2
+    best, rounds = per_round * flops_per_matmul / max(took, 1e-9), 1
+    while rounds < 3 or time.perf_counter() < deadline:
         t0 = time.perf_counter()
         for _ in range(per_round):
             torch.matmul(a, b)

@@ -6,6 +6,8 @@ equal time on the same hardware. The `budget` config group names the kind and th
 turns it into a step limit (or a time limit) before any training starts, and fails with a message
 naming `budget.value` when the budget cannot buy one optimizer step. A time budget has no step count,
 so its learning-rate schedule runs on elapsed time (`time_based_lr_factor`) and ends at the budget.
+`trainer.max_steps` and `trainer.max_tokens` stay as aliases that override the group when set
+(`effective_budget`); the wiring into a run is lmbench.train.budget.
 """
 
 from __future__ import annotations
@@ -68,26 +70,66 @@ def validate_budget(budget_cfg: Any) -> tuple[str, float]:
     return str(kind), float(value)
 
 
-def _too_small(value: float, unit_cost: float, tokens_per_step: int, flops_per_step: float | None) -> BudgetError:
+def _too_small(key: str, value: float, unit_cost: float, tokens_per_step: int,
+               flops_per_step: float | None) -> BudgetError:
     cost = f"{tokens_per_step:,} tokens" + (f" / {flops_per_step:.4g} FLOPs" if flops_per_step else "")
-    return BudgetError(f"budget.value={value:.6g} is smaller than one optimizer step ({cost}); "
+    return BudgetError(f"{key}={value:.6g} is smaller than one optimizer step ({cost}); "
                        f"allowed: >= {unit_cost:.6g}")
 
 
+def no_formula_error(family: str | None) -> FlopFormulaError:
+    """The error of a FLOP budget for a backbone family without a FLOP formula."""
+    return FlopFormulaError(f"budget.kind=flops needs a FLOP formula, but backbone family {family or '?'!r} has none; "
+                            f"families with one: {', '.join(SUPPORTED_FAMILIES)}; "
+                            "or use budget=steps, budget=tokens or budget=time")
+
+
+@dataclass
+class BudgetSpec:
+    """The budget a run honours after aliases: kind, value, and the config key the value came from."""
+
+    kind: str
+    value: float
+    key: str = "budget.value"  # or trainer.max_steps / trainer.max_tokens
+
+
+def effective_budget(trainer_cfg: Any, budget_cfg: Any) -> BudgetSpec:
+    """The run's budget: `trainer.max_tokens` if set, else `trainer.max_steps` if set, else the `budget` group.
+
+    The two trainer keys are kept as aliases (`trainer=smoke` sets max_steps: 4); each overrides the budget
+    group when not null. Raises BudgetError naming the key for a value below 1 or an invalid budget.
+    """
+    for key, kind in (("max_tokens", "tokens"), ("max_steps", "steps")):
+        value = _field(trainer_cfg, key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BudgetError(f"trainer.{key}={value!r}; allowed values: an integer >= 1, or null to use the "
+                              f"budget group (budget=steps|tokens|flops|time)")
+        return BudgetSpec(kind, float(value), f"trainer.{key}")
+    kind, value = validate_budget(budget_cfg)
+    return BudgetSpec(kind, value)
+
+
 def resolve_budget(budget_cfg: Any, tokens_per_step: int, flops_per_step: float | None,
-                   family: str | None = None) -> BudgetPlan:
+                   family: str | None = None, key: str | None = None) -> BudgetPlan:
     """Turn a budget into a step or time limit.
 
     tokens_per_step: corpus tokens one optimizer step reads (batch_size x block_len x accumulation).
     flops_per_step:  analytic training FLOPs of one optimizer step (`training_flops(...).training` x
                      accumulation), or None when the backbone has no FLOP formula.
     family:          the backbone family, named in the error when a FLOP budget has no formula.
+    key:             the config key named in a too-small error (default `budget.value`; a BudgetSpec's own).
 
     steps -> value steps; tokens -> ceil(value / tokens_per_step); flops -> ceil(value / flops_per_step);
     time -> max_time_s = value, max_steps None. Raises BudgetError when the budget buys less than one
     step, FlopFormulaError for a FLOP budget without a formula.
     """
-    kind, value = validate_budget(budget_cfg)
+    if isinstance(budget_cfg, BudgetSpec):
+        kind, value, key = budget_cfg.kind, budget_cfg.value, key or budget_cfg.key
+    else:
+        kind, value = validate_budget(budget_cfg)
+    key = key or "budget.value"
     if tokens_per_step < 1:
         raise ValueError(f"resolve_budget: tokens_per_step={tokens_per_step}; allowed values: >= 1")
     if kind == "steps":
@@ -95,19 +137,17 @@ def resolve_budget(budget_cfg: Any, tokens_per_step: int, flops_per_step: float 
         return BudgetPlan(steps, None, f"{steps:,} optimizer steps ({steps * tokens_per_step:,} tokens)")
     if kind == "tokens":
         if value < tokens_per_step:
-            raise _too_small(value, tokens_per_step, tokens_per_step, flops_per_step)
+            raise _too_small(key, value, tokens_per_step, tokens_per_step, flops_per_step)
         steps = math.ceil(value / tokens_per_step)
         return BudgetPlan(steps, None, f"{value:,.0f} tokens = {steps:,} optimizer steps of {tokens_per_step:,} "
                                        f"tokens ({steps * tokens_per_step:,} tokens)")
     if kind == "flops":
         if flops_per_step is None:
-            raise FlopFormulaError(f"budget.kind=flops needs a FLOP formula, but backbone family {family or '?'!r} "
-                                   f"has none; families with one: {', '.join(SUPPORTED_FAMILIES)}; "
-                                   "or use budget=steps, budget=tokens or budget=time")
+            raise no_formula_error(family)
         if not flops_per_step > 0:
             raise ValueError(f"resolve_budget: flops_per_step={flops_per_step!r}; allowed values: > 0")
         if value < flops_per_step:
-            raise _too_small(value, flops_per_step, tokens_per_step, flops_per_step)
+            raise _too_small(key, value, flops_per_step, tokens_per_step, flops_per_step)
         steps = math.ceil(value / flops_per_step)
         return BudgetPlan(steps, None, f"{value:.4g} FLOPs = {steps:,} optimizer steps of {flops_per_step:.4g} "
                                        f"FLOPs ({steps * flops_per_step:.4g} FLOPs)")

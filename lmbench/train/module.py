@@ -2,15 +2,15 @@
 
 It is deliberately thin: the objective owns corruption and loss, the backbone is a plain
 `transformers` model, and this module only wires them to Lightning — optimizer and schedule, logging
-of loss, tokens seen, supervised tokens, throughput and learning rate, and validation loss. Counters
-are kept as tensors or Python ints so the hot loop never forces a host sync.
+of loss, tokens seen, supervised tokens, throughput (tokens/s, FLOP/s and MFU) and learning rate, and
+validation loss. Counters are kept as tensors or Python numbers so the hot loop never forces a host sync.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 import pytorch_lightning as pl
 import torch
@@ -42,7 +42,14 @@ def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
 
 
 class PretrainModule(pl.LightningModule):
-    """Pretrain `model` with `objective` for `total_steps` optimizer steps."""
+    """Pretrain `model` with `objective` for `total_steps` optimizer steps.
+
+    flops_per_batch: analytic training FLOPs of one micro-batch (lmbench.budget.training_flops); with
+                     `peak_flops` (measured FLOP/s of the device) the log window adds `pretrain/flops_per_s`
+                     and `pretrain/mfu`. Either may be set after construction.
+    lr_schedule:     a LambdaLR multiplier replacing the step schedule (a time budget's clock); the
+                     step schedule warms up and decays over `total_steps` otherwise.
+    """
 
     def __init__(
         self,
@@ -51,6 +58,10 @@ class PretrainModule(pl.LightningModule):
         optim: OptimConfig,
         total_steps: int,
         tokens_per_batch: int,
+        *,
+        flops_per_batch: Optional[float] = None,
+        peak_flops: Optional[float] = None,
+        lr_schedule: Optional[Callable[[int], float]] = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -59,10 +70,12 @@ class PretrainModule(pl.LightningModule):
         self.optim = optim
         self.total_steps = total_steps
         self.tokens_per_batch = tokens_per_batch
+        self.flops_per_batch, self.peak_flops, self.lr_schedule = flops_per_batch, peak_flops, lr_schedule
         self.tokens_seen = 0
         self.register_buffer("supervised_tokens", torch.zeros((), dtype=torch.long), persistent=True)
         self._window_start: float | None = None
         self._window_tokens = 0
+        self._val_started = 0.0
         self.last_val_loss: float | None = None
 
     # ---- training ------------------------------------------------------------------------------
@@ -86,14 +99,26 @@ class PretrainModule(pl.LightningModule):
             return
         if self.global_step % every == 0:
             now = time.perf_counter()
-            self.log("pretrain/tokens_per_s", self._window_tokens / max(now - self._window_start, 1e-9),
-                     prog_bar=True)
+            seconds = max(now - self._window_start, 1e-9)
+            self.log("pretrain/tokens_per_s", self._window_tokens / seconds, prog_bar=True)
+            if self.flops_per_batch is not None:  # Python numbers only: no host sync
+                flops_per_s = self._window_tokens / self.tokens_per_batch * self.flops_per_batch / seconds
+                self.log("pretrain/flops_per_s", flops_per_s)
+                if self.peak_flops:
+                    self.log("pretrain/mfu", flops_per_s / self.peak_flops, prog_bar=True)
             self.log("pretrain/tokens_seen", float(self.tokens_seen))
             self.log("pretrain/supervised_tokens", self.supervised_tokens.float())
             self.log("pretrain/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
             self._window_start, self._window_tokens = now, 0
 
     # ---- validation ----------------------------------------------------------------------------
+    def on_validation_start(self) -> None:
+        self._val_started = time.perf_counter()
+
+    def on_validation_end(self) -> None:
+        if self._window_start is not None:  # throughput windows measure training only
+            self._window_start += time.perf_counter() - self._val_started
+
     def on_validation_epoch_start(self) -> None:
         self._val_sum = torch.zeros((), device=self.device)
         self._val_count = torch.zeros((), device=self.device)
@@ -121,9 +146,11 @@ class PretrainModule(pl.LightningModule):
                   {"params": no_decay, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups, lr=self.optim.lr, betas=tuple(self.optim.betas),
                                       eps=self.optim.eps, foreach=True)
-        warmup = max(1, int(round(self.optim.warmup_fraction * self.total_steps)))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(self.optim.schedule, warmup, self.total_steps))
+        factor = self.lr_schedule
+        if factor is None:
+            warmup = max(1, int(round(self.optim.warmup_fraction * self.total_steps)))
+            factor = lr_lambda(self.optim.schedule, warmup, self.total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- checkpoint state ----------------------------------------------------------------------

@@ -1,12 +1,12 @@
-"""Build the Lightning Trainer from the `trainer` config group, and resolve the step budget.
+"""Build the Lightning Trainer from the `trainer` config group, and resolve the precision.
 
-Kept apart from the module so the recipe in `lmbench.pretrain` can read the budget (steps from a
-token budget) and precision choice before any model exists, and so tests can build trainers cheaply.
+Kept apart from the module so the recipe in `lmbench.pretrain` can check the precision and reliability
+settings before any model exists, and so tests can build trainers cheaply. The step or time limit comes
+from the budget (lmbench.train.budget).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -43,18 +43,6 @@ def resolve_precision(cfg: TrainerConfig) -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
-def resolve_total_steps(cfg: TrainerConfig, tokens_per_step: int) -> int:
-    """Optimizer steps to run: `max_tokens / tokens_per_step` (rounded up) when a token budget is set."""
-    if cfg.max_tokens is not None:
-        if cfg.max_tokens < tokens_per_step:
-            raise ValueError(f"trainer.max_tokens={cfg.max_tokens} is smaller than one optimizer step "
-                             f"({tokens_per_step} tokens); allowed values: >= {tokens_per_step}")
-        return math.ceil(cfg.max_tokens / tokens_per_step)
-    if cfg.max_steps < 1:
-        raise ValueError(f"trainer.max_steps={cfg.max_steps}; allowed values: >= 1")
-    return cfg.max_steps
-
-
 def check_reliability_settings(cfg: TrainerConfig) -> None:
     """Validate the checkpoint and non-finite keys before any work (messages name key and allowed values)."""
     check_policy(cfg.nonfinite, cfg.max_consecutive_skips)
@@ -71,10 +59,11 @@ def checkpoint_interval(cfg: TrainerConfig) -> int:
     return int(cfg.checkpoint_every_n_steps or max(1, cfg.val_check_interval))
 
 
-def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: int, precision: str, *,
+def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: Optional[int], precision: str, *,
                   identity: Optional[dict[str, Any]] = None, callbacks: Sequence[pl.Callback] = (),
                   loggers: Optional[Sequence[Logger]] = None) -> pl.Trainer:
-    """A Trainer that runs exactly `total_steps` optimizer steps, logs CSV, and checkpoints under
+    """A Trainer that runs exactly `total_steps` optimizer steps (None: no step limit, for a time budget
+    whose TrainClock callback stops it), logs CSV, and checkpoints under
     output_dir/checkpoints every `checkpoint_interval(cfg)` steps: `step-NNNNNNN.ckpt` (the newest
     `keep_checkpoints` kept), each written atomically with a manifest carrying `identity`, and
     `last.ckpt` linking to the newest. The non-finite policy guard is always installed. `loggers`
@@ -89,9 +78,9 @@ def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: int, precis
             every_n_train_steps=checkpoint_interval(cfg), enable_version_counter=False))
     if cfg.progress_bar:
         all_callbacks.append(RichProgressBar(leave=True))
-    val_every = min(cfg.val_check_interval, total_steps) * cfg.accumulate_grad_batches
+    val_every = min(cfg.val_check_interval, total_steps or cfg.val_check_interval) * cfg.accumulate_grad_batches
     return pl.Trainer(
-        max_steps=total_steps,
+        max_steps=-1 if total_steps is None else total_steps,
         max_epochs=-1,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
