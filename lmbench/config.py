@@ -13,8 +13,10 @@ from typing import Any, Optional, Sequence
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
+from lmbench.budget.plan import BudgetConfig
 from lmbench.loggers import LoggerConfig
 from lmbench.objectives.registry import ObjectiveRegistry
+from lmbench.tasks.config import TaskConfig
 
 
 @dataclass
@@ -94,7 +96,10 @@ class OptimConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings. `max_tokens`, when set, overrides `max_steps` (tokens / batch).
+    """Lightning Trainer settings.
+
+    max_steps / max_tokens: aliases of `budget=steps` / `budget=tokens`; when not null they override the
+        budget group (max_tokens first). `trainer=smoke` sets max_steps: 4.
 
     checkpoint_every_n_steps: steps between checkpoints (null: val_check_interval); each is written
         atomically with a manifest, the newest `keep_checkpoints` are kept, `last.ckpt` links the newest.
@@ -103,8 +108,8 @@ class TrainerConfig:
         step and fails after `max_consecutive_skips` of them in a row.
     """
 
-    max_steps: int = 200
-    max_tokens: Optional[int] = None
+    max_steps: Optional[int] = None  # alias: overrides the budget group when set
+    max_tokens: Optional[int] = None  # alias: overrides the budget group (and max_steps) when set
     precision: str = "auto"
     accelerator: str = "auto"
     devices: Any = 1
@@ -131,7 +136,9 @@ class LmbenchConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    task: dict[str, TaskConfig] = field(default_factory=dict)  # downstream tasks by name (conf/task/*.yaml)
     seed: int = 0
     save_model: bool = True
     audit_batches: int = 64
@@ -149,10 +156,13 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     from lmbench.objectives.registry import default_registry
+    from lmbench.tasks.config import check_task_overrides
 
     register_configs(default_registry())
     GlobalHydra.instance().clear()
     with initialize_config_module(config_module="lmbench_conf", version_base="1.3"):
+        # an unknown task name fails naming the allowed ones (Hydra lists none for a list of options)
+        check_task_overrides(overrides, GlobalHydra.instance().config_loader().get_group_options("task"))
         return compose(config_name="config", overrides=list(overrides))
 
 

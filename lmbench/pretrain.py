@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lmbench.audit import audit_corruption, raise_if_failed
@@ -26,17 +27,19 @@ from lmbench.data.blocks import BlockView, build_token_stream
 from lmbench.data.datamodule import PretrainDataModule, TrainBatches
 from lmbench.data.sources import make_source
 from lmbench.data.tokenizer import load_or_train_tokenizer
+from lmbench.eval.runner import check_tasks, check_tasks_tokenizer, evaluate_into
 from lmbench.loggers import build_loggers, check_logger_config, sweep_group
 from lmbench.objectives.base import Batch, Blocks, Objective, ObjectiveConfig, TokenInfo
 from lmbench.objectives.registry import ObjectiveRegistry, default_registry
 from lmbench.results import config_hash, now_iso, run_config, write_results
+from lmbench.train.budget import (TrainClock, check_budget_at_start, compute_summary, log_summary,
+                                  measure_peak_flops, plan_budget)
 from lmbench.train.checkpointing import AtomicCheckpointIO
 from lmbench.train.module import PretrainModule
 from lmbench.train.nonfinite import NonFiniteGuard
 from lmbench.train.resume import (ResumePlan, RunState, check_compatible, keep_metrics_history, model_config_dict,
                                   plan_resume, run_identity)
-from lmbench.train.trainer import (build_trainer, check_reliability_settings, resolve_precision,
-                                   resolve_total_steps)
+from lmbench.train.trainer import build_trainer, check_reliability_settings, resolve_precision
 
 
 log = logging.getLogger(__name__)
@@ -135,21 +138,23 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
     record["seed"] = int(cfg.seed)
 
     resolved = resolve_objective(cfg)
+    tasks = check_tasks(cfg)  # downstream task names, modes, files, labels, prompts: before any tokenizer work
     record["objective"] = {"name": resolved.cls.name, "config": resolved.config.to_dict()}
     check_logger_config(cfg.logger)  # W&B online without a login fails here, before any work
     source = make_source(cfg.data)
-    tokens_per_step_guess = cfg.data.batch_size * cfg.data.seq_len * cfg.trainer.accumulate_grad_batches
-    resolve_total_steps(cfg.trainer, tokens_per_step_guess)  # fail on a bad budget before any work
+    check_budget_at_start(cfg, resolved.kind)  # a bad budget, or FLOPs without a formula, fails before any work
     check_reliability_settings(cfg.trainer)
     precision = resolve_precision(cfg.trainer)
     record["precision"] = precision
     plan = plan_resume(cfg.get("resume"), output_dir, checkpointing=bool(cfg.trainer.checkpoint))
     record["rejected_checkpoints"] = plan.rejected
-    write_results(output_dir, record)  # status "running": a killed run never leaves an older result here
+    if rank_zero_only.rank == 0:  # one writer when Slurm or Lightning starts every rank with this recipe
+        write_results(output_dir, record)  # status "running": a killed run never leaves an older result here
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     cache_dir = Path(cfg.data.cache_dir).expanduser()
     tokenizer, tok_hash = load_or_train_tokenizer(cfg.data.tokenizer, source, cache_dir)
+    check_tasks_tokenizer(tasks, tokenizer)  # verbalizer words the tokenizer cannot spell: before training
     record["tokenizer_hash"] = tok_hash
     tokens = TokenInfo.from_tokenizer(tokenizer)
     objective = resolved.cls(resolved.config, tokens)
@@ -159,8 +164,6 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
     train_part, val_part = stream.split(cfg.data.val_fraction)
     block_len = objective.block_length(cfg.data.seq_len)
     train_view, val_view = BlockView(train_part, block_len), BlockView(val_part, block_len)
-    tokens_per_step = cfg.data.batch_size * block_len * cfg.trainer.accumulate_grad_batches
-    total_steps = resolve_total_steps(cfg.trainer, tokens_per_step)
     record["data"] = {
         "source": cfg.data.source, "fingerprint": source.fingerprint(), "n_tokens": int(stream.n_tokens),
         "train_tokens": int(train_part.n_tokens), "val_tokens": int(val_part.n_tokens),
@@ -173,9 +176,11 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
     identity = run_identity(run_config(resolved_cfg), model_config_dict(model))
     if plan.checkpoint is not None:  # before any training: a checkpoint of another setup names what differs
         check_compatible(plan.checkpoint, identity["config"], identity["model_config"])
+    budget = plan_budget(cfg, model, objective, train_view)  # FLOPs of batch 0; budget -> steps or time
+    record["budget"] = budget.to_record()
     datamodule = PretrainDataModule(
         train_view, val_view, objective, batch_size=cfg.data.batch_size, seed=int(cfg.seed),
-        total_batches=total_steps * cfg.trainer.accumulate_grad_batches,
+        total_batches=budget.total_batches,
         num_workers=cfg.data.num_workers, val_batches=cfg.trainer.limit_val_batches)
     if cfg.audit_batches > 0:  # contract check of real batches, then promised statistics (if any)
         audit = audit_corruption(objective, audit_pairs(datamodule.train_batches, cfg.audit_batches),
@@ -184,8 +189,10 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
         log.info("corruption audit (%d batches): %s", audit.batches,
                  ", ".join(f"{k}={v['measured']} (promised {v['promised']})" for k, v in audit.stats.items()))
         raise_if_failed(audit, resolved.package)
-    module = PretrainModule(model, objective, cfg.trainer.optim, total_steps,
-                            tokens_per_batch=cfg.data.batch_size * block_len)
+    clock = TrainClock(budget.max_time_s, cfg.trainer.optim.warmup_fraction, cfg.trainer.optim.schedule)
+    module = PretrainModule(model, objective, cfg.trainer.optim, budget.max_steps or 1,
+                            tokens_per_batch=budget.tokens_per_batch, flops_per_batch=budget.flops_per_batch,
+                            lr_schedule=clock.lr_schedule())
     record["objective_parameters"] = objective_parameter_count(module)
     if cfg.min_free_disk_mb > 0:
         check_free_space(output_dir, run_disk_bytes(cfg, module), f"this run's checkpoints "
@@ -193,8 +200,9 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
     run_state = RunState(plan.checkpoint)
     loggers = build_loggers(cfg.logger, output_dir, run_name=output_dir.name, group=sweep_group(),
                             job_type=resolved.cls.name, config=resolved_cfg)
-    trainer = build_trainer(cfg.trainer, output_dir, total_steps, precision, identity=identity,
-                            callbacks=[run_state, *callbacks], loggers=loggers)
+    trainer = build_trainer(cfg.trainer, output_dir, budget.max_steps, precision, identity=identity,
+                            callbacks=[run_state, clock, *callbacks], loggers=loggers)
+    module.peak_flops = measure_peak_flops(trainer.strategy.root_device, precision, trainer.world_size)
     train_loss = fit_or_resume(trainer, module, datamodule, plan, run_state, record)
     trainer.validate(module, datamodule=datamodule, verbose=False)  # the final model's validation loss
 
@@ -205,11 +213,15 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
         train_loss=train_loss,
         val_loss=module.last_val_loss,
         wall_time_s=round(time.perf_counter() - started, 3),
+        **compute_summary(budget, int(trainer.global_step), int(module.tokens_seen), clock.train_s, module.peak_flops),
     )
+    log_summary(record, int(trainer.global_step))
     if cfg.save_model and trainer.is_global_zero:
         model_dir = output_dir / "model"
         save_model_atomically(model, tokenizer, model_dir)
         record["model_dir"] = str(model_dir)
+    if tasks and trainer.is_global_zero:  # downstream scores into record["scores"] (lmbench.eval.runner)
+        evaluate_into(record, model, tokenizer, tasks, seed=int(cfg.seed))
     record.update(status="completed", finished_at=now_iso())
     if trainer.is_global_zero:
         write_results(output_dir, record)

@@ -20,6 +20,21 @@ Schema (version 1), every key always present:
     train_loss      float?  last logged training loss
     val_loss        float?  validation loss at the end of training
     wall_time_s     float   seconds from start of the recipe to the end of training
+    budget          obj?    the budget honoured: {"kind": steps|tokens|flops|time, "value", "key" (budget.value,
+                            or the alias trainer.max_steps / trainer.max_tokens that overrode it), "description",
+                            "max_steps" (null for time), "max_time_s" (null unless time), "tokens_per_step"}
+    train_time_s    float?  seconds inside the training loop, validation excluded, summed over resumes: the
+                            time budget's clock and the denominator of tokens_per_s, flops_per_s and mfu
+    tokens_per_s    float?  tokens_seen / train_time_s
+    flops           float?  training FLOPs actually spent: steps x flops_per_step (null: the backbone family
+                            has no FLOP formula, see lmbench.budget.flops)
+    flops_per_step  float?  analytic training FLOPs (forward + backward matmuls) of one optimizer step,
+                            counted on the run's first batch x accumulate_grad_batches
+    flops_per_token float?  flops_per_step / corpus tokens per step
+    flops_per_s     float?  flops / train_time_s
+    peak_flops      float?  measured peak matmul FLOP/s of the device in the run's compute dtype, times the
+                            data-parallel devices (flops count the global batch)
+    mfu             float?  model FLOP utilisation: flops_per_s / peak_flops
     precision       str     Lightning precision actually used
     data            obj     {"source", "fingerprint", "n_tokens", "train_tokens", "val_tokens", "seq_len",
                             "block_len", "batch_size"}
@@ -36,6 +51,10 @@ Schema (version 1), every key always present:
                             (truncated, corrupt, no manifest) and passed over
     skipped_steps   int     steps skipped for a non-finite loss (trainer.nonfinite=skip); 0 otherwise
     skipped_at      list    the first 100 skipped steps (0-based optimizer steps)
+    scores          obj     downstream scores {"<task>/<mode>/<metric>": float | [float per fine-tuning seed]}
+                            (lmbench.eval.runner); {} when no task ran (task=[])
+    eval            obj?    {"device", "seconds", "tasks": {task: {"type", "source", "sizes", "modes": {mode:
+                            {"seconds", ...full result: grids, per-template and per-type scores}}}}}; null: none
 
 A run writes this file with status "running" as soon as its inputs are checked, so an output directory
 whose run was killed says "running", never an older run's "completed".
@@ -91,9 +110,11 @@ def empty_record() -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION, "status": "running", "error": None,
         "objective": {"name": None, "config": {}}, "backbone": {}, "objective_parameters": 0, "seed": None,
         "steps": 0, "tokens_seen": 0, "supervised_tokens": 0, "train_loss": None, "val_loss": None,
-        "wall_time_s": 0.0, "precision": None, "data": {}, "audit": None, "config_hash": None, "tokenizer_hash": None,
+        "wall_time_s": 0.0, "budget": None, "train_time_s": None, "tokens_per_s": None, "flops": None,
+        "flops_per_step": None, "flops_per_token": None, "flops_per_s": None, "peak_flops": None, "mfu": None,
+        "precision": None, "data": {}, "audit": None, "config_hash": None, "tokenizer_hash": None,
         "model_dir": None, "versions": package_versions(), "started_at": now_iso(), "finished_at": None,
-        "resumes": [], "rejected_checkpoints": [], "skipped_steps": 0, "skipped_at": [],
+        "resumes": [], "rejected_checkpoints": [], "skipped_steps": 0, "skipped_at": [], "scores": {}, "eval": None,
     }
 
 

@@ -24,7 +24,7 @@ from lmbench.train.checkpointing import (AtomicCheckpointIO, CheckpointError, ma
 from lmbench.train.resume import plan_resume
 
 SMALL = ["data.builtin_documents=300", "data.tokenizer.vocab_size=800", "data.seq_len=64", "data.batch_size=8",
-         "trainer=smoke", "trainer.checkpoint=true", "audit_batches=0", "objective=clm"]
+         "trainer=smoke", "task=[]", "trainer.checkpoint=true", "audit_batches=0", "objective=clm"]
 
 
 def compose_run(out: Path, cache: Path, overrides: list[str]):

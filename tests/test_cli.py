@@ -17,7 +17,7 @@ import pytest
 import torch
 
 SMALL = ["data.builtin_documents=300", "data.tokenizer.vocab_size=800", "data.seq_len=64", "data.batch_size=8",
-         "trainer=smoke", "trainer.checkpoint=true"]
+         "trainer=smoke", "task=[]", "trainer.checkpoint=true"]
 
 
 def run_cli(args: list[str], cwd: Path, cache: Path, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -98,7 +98,7 @@ def test_empty_corpus_and_corpus_smaller_than_a_block(tmp_path: Path, tmp_cache:
     small = tmp_path / "small.txt"
     small.write_text("a short corpus .\n\nwith two documents only .\n")
     cfg = compose_cfg(["data=text", f"data.path={small}", "data.tokenizer.vocab_size=200",
-                       "data.tokenizer.min_frequency=1", "data.seq_len=512"], tmp_path)
+                       "data.tokenizer.min_frequency=1", "data.seq_len=512", "task=[]"], tmp_path)
     with pytest.raises(Exception, match=r"(?i)too small.*block"):
         run_pretraining(cfg, empty_record())
 

@@ -247,7 +247,7 @@ def test_cli_sweep_groups_wandb_runs(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "lmbench.cli.main", "-m", "objective=mlm,clm", "logger=wandb",
          f"hydra.sweep.dir={sweep_dir}", "data.builtin_documents=200", "data.tokenizer.vocab_size=400",
-         "data.seq_len=32", "data.batch_size=4", "trainer=smoke", "audit_batches=2", "save_model=false"],
+         "data.seq_len=32", "data.batch_size=4", "trainer=smoke", "task=[]", "audit_batches=2", "save_model=false"],
         cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job in ("0_mlm_s0", "1_clm_s0"):

@@ -28,7 +28,7 @@ from lmbench.train.module import PretrainModule
 from lmbench.train.nonfinite import NonFiniteGuard, NonFiniteLossError
 
 SMALL = ["data.builtin_documents=300", "data.tokenizer.vocab_size=800", "data.seq_len=64", "data.batch_size=8",
-         "trainer=smoke", "audit_batches=0", "objective=clm", "save_model=false"]
+         "trainer=smoke", "task=[]", "audit_batches=0", "objective=clm", "save_model=false"]
 
 
 def compose_run(out: Path, cache: Path, overrides: list[str]):

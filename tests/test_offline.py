@@ -23,7 +23,7 @@ from lmbench.objectives.registry import default_registry
 from lmbench.results import empty_record
 
 TINY = ["data.builtin_documents=200", "data.tokenizer.vocab_size=400", "data.seq_len=32", "data.batch_size=4",
-        "trainer=smoke", "audit_batches=2", "save_model=true"]
+        "trainer=smoke", "task=[]", "audit_batches=2", "save_model=true"]
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from lmbench.results import empty_record, read_results
 from lmbench.train.checkpointing import CheckpointError, scan_checkpoints
 
 SMALL = ["data.builtin_documents=300", "data.tokenizer.vocab_size=800", "data.seq_len=64", "data.batch_size=8",
-         "trainer=smoke", "audit_batches=0", "objective=clm"]
+         "trainer=smoke", "task=[]", "audit_batches=0", "objective=clm"]
 DiskUsage = namedtuple("DiskUsage", "total used free")
 
 

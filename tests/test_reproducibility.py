@@ -21,7 +21,7 @@ from lmbench.pretrain import run_pretraining
 from lmbench.results import empty_record, read_results
 
 SMALL = ["data.builtin_documents=300", "data.tokenizer.vocab_size=800", "data.seq_len=64", "data.batch_size=8",
-         "trainer=smoke", "trainer.max_steps=6", "audit_batches=8"]
+         "trainer=smoke", "task=[]", "trainer.max_steps=6", "audit_batches=8"]
 METRICS = ("train_loss", "val_loss", "steps", "tokens_seen", "supervised_tokens", "audit", "config_hash",
            "tokenizer_hash", "data", "backbone", "objective")
 

@@ -29,7 +29,7 @@ from lmbench.pretrain import run_pretraining
 from lmbench.results import empty_record, read_results
 
 SMALL = ["data.builtin_documents=300", "data.tokenizer.vocab_size=800", "data.seq_len=64", "data.batch_size=8",
-         "trainer=smoke", "trainer.checkpoint=true", "audit_batches=0"]
+         "trainer=smoke", "task=[]", "trainer.checkpoint=true", "audit_batches=0"]
 DROPOUT = {  # dropout on, so training draws from the global torch RNG and a resume must restore it
     "mlm": ["+backbone.config_overrides.hidden_dropout_prob=0.1"],
     "clm": ["+backbone.config_overrides.resid_pdrop=0.1", "+backbone.config_overrides.embd_pdrop=0.1"],

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from hydra_plugins.lmbench_launcher.launcher import error_message, failed_job_dir, sweep_summary, varying_overrides
 
 TINY = ["data.builtin_documents=200", "data.tokenizer.vocab_size=400", "data.seq_len=32", "data.batch_size=4",
-        "trainer=smoke", "audit_batches=2", "save_model=false"]
+        "trainer=smoke", "task=[]", "audit_batches=2", "save_model=false"]
 PLUGINS = ["hydra/launcher=lmbench", "hydra/sweeper=lmbench"]
 
 
@@ -67,7 +67,7 @@ def test_job_that_raises_is_recorded_failed(sweep, objective: str) -> None:
     _, jobs = sweep
     job = jobs[(objective, "0")]
     assert job["status"] == "failed" and job["steps"] == 0 and job["val_loss"] is None
-    assert job["error"]["type"] == "ValueError"
+    assert job["error"]["type"] == "BudgetError"  # a ValueError subclass naming the key
     assert "trainer.max_steps=0" in job["error"]["message"] and ">= 1" in job["error"]["message"]
     assert job["finished_at"] is not None
 

@@ -76,9 +76,16 @@ class Leaderboard:
         return [run for row in self.rows for run in row.runs]
 
 
+HEADLINE_METRICS = ("acc", "acc_calibrated", "f1")  # last part of a score key shown by default
+
+
 def default_metrics(runs: list[Run]) -> list[str]:
-    """All score metrics (sorted) then val_loss; val_loss and train_loss when no run has scores."""
-    scores = sorted({name for run in runs for name in run.scores})
+    """The headline score of every task/mode (accuracy, calibrated accuracy, span or macro F1 as
+    reported; not spreads, dev-selection numbers, precision or recall: `--metric` selects those), then
+    val_loss; val_loss and train_loss when no run has scores."""
+    names = {name for run in runs for name in run.scores}
+    headline = sorted(n for n in names if n.rsplit("/", 1)[-1] in HEADLINE_METRICS)
+    scores = headline or sorted(names)
     present = {name for run in runs for name in run.metric_names()}
     pretrain = ["val_loss"] if scores else ["val_loss", "train_loss"]
     return scores + [m for m in pretrain if m in present]
