@@ -11,7 +11,8 @@ mode is chosen so that a run never blocks on the network or a prompt:
 Online mode without a W&B login (no WANDB_API_KEY / WANDB_IDENTITY_TOKEN_FILE and no netrc entry for
 the W&B host) fails at start with one message instead of wandb's interactive prompt. W&B runs of one
 sweep share `group` (the sweep dir name) and use the objective name as `job_type`; at the end the
-results record's key numbers go to the run summary and a one-row `wandb.Table` named `results`.
+results record's key numbers (downstream scores and FLOPs included) go to the run summary and a
+one-row `wandb.Table` named `results`. `lmbench-board DIR --wandb` logs a whole sweep's leaderboard.
 
 This module imports neither Lightning nor wandb at import time: `lmbench.config` imports its schema
 before Hydra composes, and that must stay fast.
@@ -38,6 +39,7 @@ WANDB_LOGIN_HELP = ("W&B online mode needs a login: run `wandb login` or set WAN
 TABLE_COLUMNS: tuple[str, ...] = (
     "objective", "backbone_kind", "backbone_family", "backbone_size", "parameters", "seed", "steps",
     "tokens_seen", "supervised_tokens", "train_loss", "val_loss", "wall_time_s", "status")
+SCORE_PREFIX = "scores/"  # summary keys and extra table columns of downstream scores: scores/<task>/<mode>/<metric>
 
 
 _open_wandb_loggers: list[Logger] = []  # built here, not finished yet (see finish_loggers)
@@ -186,8 +188,12 @@ def summary_metrics(record: Mapping[str, Any]) -> dict[str, Any]:
         "steps": record.get("steps"), "tokens_seen": record.get("tokens_seen"),
         "supervised_tokens": record.get("supervised_tokens"), "train_loss": record.get("train_loss"),
         "val_loss": record.get("val_loss"), "wall_time_s": record.get("wall_time_s"),
-        "error": error.get("type"),
+        "error": error.get("type"), "flops": record.get("flops"),
     }
+    for name, value in (record.get("scores") or {}).items():  # a list holds one score per fine-tuning seed
+        numbers = [v for v in (value if isinstance(value, list) else [value])
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        values[f"{SCORE_PREFIX}{name}"] = sum(numbers) / len(numbers) if numbers else None
     return {k: v for k, v in values.items() if v is not None and not (isinstance(v, float) and math.isnan(v))}
 
 
@@ -212,5 +218,6 @@ def finish_loggers(record: Mapping[str, Any], loggers: Optional[Sequence[Logger]
         run = logger.experiment  # starts the run if training never did (a failure before fit)
         summary = summary_metrics(record)
         run.summary.update(summary)
-        run.log({"results": wandb.Table(columns=list(TABLE_COLUMNS), data=[[summary.get(c) for c in TABLE_COLUMNS]])})
+        columns = [*TABLE_COLUMNS, *sorted(k for k in summary if k.startswith(SCORE_PREFIX))]
+        run.log({"results": wandb.Table(columns=columns, data=[[summary.get(c) for c in columns]])})
         run.finish(exit_code=0 if record.get("status") == "completed" else 1)

@@ -10,6 +10,14 @@ raises, is recorded in its own output dir (created if needed) as `results.json` 
 `status: failed` and the error, and the launcher goes on with the next job. At the end the sweeper
 raises one error listing every failed job, so the process exits non-zero with a summary.
 
+Sweep values can also come from the config, `hydra.sweeper.params` (an experiment preset sets
+`objective: mlm,clm,...` there); a command-line override of the same key replaces the preset's
+values, and a key set to null drops a sweep the preset inherits. A preset that names an option
+which does not exist (an objective plugin that is not installed) stops the sweep before any job
+runs, with the preset and the installed choices named. When the sweep ends with failures, the Hydra
+callbacks' `on_multirun_end` (the leaderboard) still runs before the error is raised, so the
+finished jobs are ranked and the failed ones listed.
+
 Both are selected in conf/config.yaml (`override hydra/launcher: lmbench`, `override
 hydra/sweeper: lmbench`); their configs are conf/hydra/launcher/lmbench.yaml and
 conf/hydra/sweeper/lmbench.yaml. This module is imported by Hydra's plugin scan at every start, so
@@ -41,6 +49,10 @@ JobStatus = hydra_utils.JobStatus
 
 class SweepFailedError(CompactHydraException):
     """Raised after a sweep in which at least one job failed; Hydra prints the message and exits 1."""
+
+
+class PresetSweepError(CompactHydraException):
+    """`hydra.sweeper.params` (an experiment preset's sweep) names an option that does not exist."""
 
 
 def error_message(exc: BaseException) -> str:
@@ -187,14 +199,36 @@ class LmbenchSweeper(basic_sweeper.BasicSweeper):
     """Hydra's basic sweeper (same grammar, `max_batch_size`, `params`) that runs every job even when
     some fail, then raises one `SweepFailedError` listing them all."""
 
+    def __init__(self, max_batch_size: Optional[int], params: Optional[dict[str, Any]] = None) -> None:
+        # BasicSweeper.__init__ calls super(BasicSweeper, self) through its module's global name, which
+        # Hydra's plugin scan rebinds by re-executing that module: set its fields here instead, so that
+        # importing this module before the scan (tests, notebooks) cannot break the sweeper.
+        self.overrides: Optional[Sequence[Sequence[Sequence[str]]]] = None
+        self.batch_index = 0
+        self.max_batch_size = max_batch_size
+        self.params = params or {}
+        self.hydra_context: Optional[HydraContext] = None
+        self.config: Optional[DictConfig] = None
+        self.launcher: Optional[hydra_launcher.Launcher] = None
+
+    def _parse_config(self) -> List[str]:
+        """`hydra.sweeper.params` as overrides; a key set to null is dropped (a preset that extends another
+        can remove a sweep it inherits: `objective: null`)."""
+        return [f"{k}={v}" for k, v in (self.params or {}).items() if v is not None]
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        """Skipped: the lmbench launcher composes each job itself and records one that cannot be."""
+        """Skipped for the lmbench launcher, which composes each job itself and records one that cannot
+        be; other launchers (joblib, submitit) compose in bulk, so their batches are checked up front."""
+        if not isinstance(self.launcher, LmbenchLauncher):
+            super().validate_batch_is_legal(batch)
 
     def sweep(self, arguments: List[str]) -> Any:
         assert self.config is not None and self.launcher is not None and self.hydra_context is not None
-        params_conf = self._parse_config()
-        params_conf.extend(arguments)
         parser = basic_sweeper.OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        check_preset_sweep(parser.parse_overrides(self._parse_config()), self.hydra_context.config_loader,
+                           preset_name(self.config))
+        params_conf = self._parse_config()
+        params_conf.extend(arguments)  # split_arguments keeps the last value of a key: the command line wins
         self.overrides = self.split_arguments(parser.parse_overrides(params_conf), self.max_batch_size)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -205,6 +239,7 @@ class LmbenchSweeper(basic_sweeper.BasicSweeper):
         tic = time.perf_counter()
         while not self.is_done():
             batch = self.get_job_batch()
+            self.validate_batch_is_legal(batch)  # other launchers only: they cannot record a job that fails to compose
             returns.append(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
             initial_job_idx += len(batch)
         jobs = [r for batch_returns in returns for r in batch_returns]
@@ -212,8 +247,47 @@ class LmbenchSweeper(basic_sweeper.BasicSweeper):
         log.info(f"Sweep finished in {time.perf_counter() - tic:.1f} s: {len(jobs) - len(failed)} of "
                  f"{len(jobs)} jobs completed")
         if failed:
+            # Hydra calls on_multirun_end only after a sweep that returns; the leaderboard must also
+            # list the finished and failed jobs of one that did not.
+            self.hydra_context.callbacks.on_multirun_end(config=self.config)
             raise SweepFailedError(sweep_summary(jobs, failed, sweep_dir))
         return returns
+
+
+def preset_name(config: DictConfig) -> str:
+    """Where `hydra.sweeper.params` came from, for messages: `experiment=<name> (experiment/<name>.yaml)`."""
+    choice = OmegaConf.select(config, "hydra.runtime.choices.experiment", default=None)
+    return f"experiment={choice} (experiment/{choice}.yaml)" if choice else "hydra.sweeper.params"
+
+
+def check_preset_sweep(overrides: Sequence[Any], config_loader: Any, source: str) -> None:
+    """Raise PresetSweepError when a config-group sweep in `hydra.sweeper.params` names an option that does
+    not exist, so an experiment that cannot run as written stops before any job; for `objective` the
+    message comes from lmbench's plugin registry (installed objectives, broken plugins, did-you-mean)."""
+    for override in overrides:
+        group = override.get_key_element()
+        options = config_loader.get_group_options(group)
+        if not options or override.is_sweep_override() and not override.is_discrete_sweep():
+            continue  # a plain key (trainer.optim.lr) or a range/interval: nothing to look up
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else \
+            [override.get_value_element_as_str()]
+        missing = [v for v in values if v not in options]
+        if not missing:
+            continue
+        detail = f"available {group} options: {', '.join(sorted(options))}"
+        if group == "objective":
+            from lmbench.objectives.registry import ObjectiveRegistryError, default_registry
+
+            try:
+                default_registry().get(missing[0])
+            except ObjectiveRegistryError as exc:
+                detail = f"{exc}; install the package that provides it, or"
+            else:
+                detail = f"available {group} options: {', '.join(sorted(options))};"
+            detail += " remove it from the preset's hydra.sweeper.params.objective"
+        raise PresetSweepError(f"{source} sweeps {group}={','.join(values)}, but {', '.join(map(repr, missing))} "
+                               f"{'is' if len(missing) == 1 else 'are'} not available: {detail}. "
+                               "Nothing was run.")
 
 
 def sweep_summary(jobs: Sequence[JobReturn], failed: Sequence[tuple[int, JobReturn]], sweep_dir: Path) -> str:
@@ -226,5 +300,11 @@ def sweep_summary(jobs: Sequence[JobReturn], failed: Sequence[tuple[int, JobRetu
         exc = ret._return_value
         what = " ".join(o for o in (ret.overrides or []) if o in varying[k]) or " ".join(ret.overrides or [])
         message = error_message(exc).strip().split("\n", 1)[0] if isinstance(exc, BaseException) else str(exc)
-        lines.append(f"  #{k} {what} -> {ret.working_dir}: {type(exc).__name__}: {message}")
+        lines.append(f"  #{k} {what} -> {job_dir(ret)}: {type(exc).__name__}: {message}")
     return "\n".join(lines)
+
+
+def job_dir(ret: JobReturn) -> str:
+    """The job's output dir: other launchers (joblib) report the process's working dir instead."""
+    output_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None) if ret.hydra_cfg else None
+    return str(output_dir or ret.working_dir)

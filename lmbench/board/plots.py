@@ -1,5 +1,9 @@
 """Leaderboard plots as PNG files: learning curves, score against compute, per-metric bars with CIs.
 
+The score-against-compute plot is the Pareto view: each objective's mean score (with its interval) at
+the training FLOPs it spent (tokens seen when FLOPs were not recorded), with the Pareto front, the
+objectives no other one beats on both score and compute, joined by a dashed line.
+
 Figures are built with matplotlib's object API (`Figure` + the Agg canvas), never pyplot, so plotting
 needs no display, touches no global backend state and works the same in CI and on a laptop.
 """
@@ -86,8 +90,21 @@ def _score_metrics(lb: Leaderboard) -> list[str]:
     return scores or list(lb.metrics)
 
 
+def pareto_front(x: np.ndarray, y: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """Indices of the points no other point dominates (at most the compute x and at least as good a score
+    y, strictly better on one), ordered by x. x, y: (K,)."""
+    good = y if higher_is_better else -y  # (K,) larger is better
+    keep = []
+    for k in range(len(x)):  # K objectives: a handful, never tokens
+        dominated = (x <= x[k]) & (good >= good[k]) & ((x < x[k]) | (good > good[k]))  # (K,)
+        if not dominated.any():
+            keep.append(k)
+    return np.array(sorted(keep, key=lambda k: (x[k], -good[k])), dtype=int)
+
+
 def plot_score_vs_compute(lb: Leaderboard, path: Path) -> Path | None:
-    """Each metric's mean (with CI) against compute: `flops` from results.json, else tokens seen."""
+    """Each metric's mean (with CI) against compute (`flops` from results.json, else tokens seen), with
+    the Pareto front of the objectives drawn as a dashed line."""
     metrics = _score_metrics(lb)
     if not metrics or not lb.rows:
         return None
@@ -96,11 +113,20 @@ def plot_score_vs_compute(lb: Leaderboard, path: Path) -> Path | None:
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     xlabel = "FLOPs (results.json 'flops')" if lb.compute_kind == "flops" else "tokens seen (no FLOPs recorded)"
     for ax, metric in zip(axes, metrics):
+        points = []
         for i, row in enumerate(lb.rows):
             est, x = row.estimates.get(metric), row.compute(lb.compute_kind)
             if est is None or x is None:
                 continue
             ax.errorbar([x], [est.mean], yerr=_yerr([est]), fmt="o", color=_colour(i), capsize=4, label=row.key)
+            points.append((x, est.mean))
+        if len(points) > 1:
+            xs, ys = np.array(points).T  # (K,), (K,)
+            front = pareto_front(xs, ys, not lower_is_better(metric))
+            ax.plot(xs[front], ys[front], "--", color="0.4", linewidth=1, zorder=0,
+                    label="Pareto front" if ax is axes[0] else None)
+            if xs.max() > 10 * xs.min() > 0:
+                ax.set_xscale("log")
         ax.set_title(f"{metric} ({'lower' if lower_is_better(metric) else 'higher'} is better)", fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)
         ax.grid(alpha=0.3)

@@ -1,6 +1,7 @@
 """`lmbench-board DIR`: the leaderboard of every run under DIR, in the terminal and as files in DIR.
 
-Writes DIR/leaderboard.csv, DIR/leaderboard.md and (unless --no-plots) DIR/leaderboard_*.png.
+Writes DIR/leaderboard.csv, DIR/leaderboard.md and (unless --no-plots) DIR/leaderboard_*.png; with
+--wandb also a W&B run holding the leaderboard as tables (offline unless asked: files under DIR/wandb/).
 Exit codes: 0 a leaderboard was built (failed runs are listed, not fatal); 1 DIR holds no completed
 run; 2 bad arguments (missing DIR, unknown --metric or --baseline).
 """
@@ -30,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
                              "Default: all scores + val_loss, or val_loss + train_loss without scores")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
     parser.add_argument("--seed", type=int, default=0, help="seed for bootstrap/permutation resampling (default 0)")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log the leaderboard to Weights & Biases as tables (job_type leaderboard, group = "
+                             "DIR's name); offline by default, files under DIR/wandb/ (upload: wandb sync)")
+    parser.add_argument("--wandb-mode", choices=("offline", "online", "disabled"),
+                        help="W&B mode for --wandb (default: WANDB_MODE, else disabled under CI, else offline)")
+    parser.add_argument("--wandb-project", default="lmbench", help="W&B project for --wandb (default lmbench)")
     return parser
 
 
@@ -60,8 +67,23 @@ def main(argv: list[str] | None = None) -> int:
     if not lb.rows:
         console.print(f"[red]no completed runs under {args.dir}[/red]: {len(lb.failed)} run(s) failed (listed above); "
                       "nothing to rank.")
+    else:
+        from lmbench.board.hydra_callback import separation_note
+
+        console.print(separation_note(lb))
     written = write_outputs(lb, args.dir, plots=not args.no_plots)
     console.print("wrote " + ", ".join(str(p) for p in written))
+    if args.wandb:
+        from lmbench.board.wandb_export import push_leaderboard
+        from lmbench.loggers import LoggerConfigError
+
+        try:
+            where = push_leaderboard(lb, args.dir, mode=args.wandb_mode, project=args.wandb_project,
+                                     plots=[p for p in written if p.suffix == ".png"])
+        except LoggerConfigError as exc:
+            console.print(f"[red]--wandb: {exc}[/red]")
+            return 2
+        console.print(f"W&B: {where}")
     return 0 if lb.rows else 1
 
 

@@ -6,6 +6,12 @@ fair comparison needs both. Here item k of the training dataset *is* batch k, a 
 seeded by (seed, e), batch k takes its slice of that order, and the objective corrupts it with a
 generator seeded by (seed, k). Workers, restarts and resumption therefore cannot change what a step sees;
 resuming is starting the sampler at the number of batches already consumed.
+
+Data parallel (DDP, FSDP): `data.batch_size` stays the global batch. Every rank builds and corrupts the
+same batch k and keeps its contiguous share of the rows (`shard_batch`), so a run on N devices reads
+exactly the tokens, in exactly the order, of the run on one device: the budget and the comparison do not
+depend on the hardware. The samplers subclass DistributedSampler so Lightning does not wrap them in a
+sampler that would hand each rank different batches.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any, Iterator
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lmbench.data.blocks import BlockView
 from lmbench.objectives.base import Batch, Objective
@@ -31,6 +37,23 @@ def derive_seed(*parts: object) -> int:
 def seeded_generator(*parts: object) -> torch.Generator:
     """A CPU torch.Generator seeded from `parts` (see `derive_seed`)."""
     return torch.Generator().manual_seed(derive_seed(*parts))
+
+
+def check_shardable(batch_size: int, world_size: int) -> None:
+    """The global batch must split evenly over the data-parallel ranks (equal rows, equal loss weights)."""
+    if int(world_size) > 1 and int(batch_size) % int(world_size):
+        raise ValueError(f"data.batch_size={batch_size} does not split evenly over {world_size} data-parallel "
+                         f"processes (trainer.devices x nodes); allowed values: a multiple of {world_size}")
+
+
+def shard_batch(batch: Batch, rank: int, world_size: int) -> Batch:
+    """Rank `rank`'s contiguous share of every per-row tensor of `batch` (first dim B); other entries as they are."""
+    if world_size <= 1:
+        return batch
+    rows = next(v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.dim() > 0)
+    lo, hi = rank * rows // world_size, (rank + 1) * rows // world_size
+    return {k: v[lo:hi] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == rows else v
+            for k, v in batch.items()}  # (B / world_size, ...)
 
 
 class TrainBatches(Dataset):
@@ -49,6 +72,7 @@ class TrainBatches(Dataset):
                              "corpus or a smaller data.batch_size / data.seq_len")
         self._epoch = -1
         self._order = torch.empty(0, dtype=torch.int64)
+        self.rank, self.world_size = 0, 1  # set by PretrainDataModule.setup under data parallelism
 
     def __len__(self) -> int:
         return self.total_batches
@@ -69,7 +93,8 @@ class TrainBatches(Dataset):
         if not 0 <= int(k) < self.total_batches:
             raise IndexError(f"batch {k} outside [0, {self.total_batches})")
         blocks = self.view.get(self.block_indices(k))  # (B, L)
-        return self.objective.corrupt(blocks, seeded_generator(self.seed, "train", int(k)))
+        batch = self.objective.corrupt(blocks, seeded_generator(self.seed, "train", int(k)))
+        return shard_batch(batch, self.rank, self.world_size)  # (B / world_size, ...) under data parallelism
 
 
 class ValBatches(Dataset):
@@ -80,6 +105,7 @@ class ValBatches(Dataset):
         available = -(-len(view) // self.batch_size)  # the last, partial batch counts here: nothing is dropped
         self.n_batches = max(0, min(int(n_batches), available))
         self._cache: dict[int, Batch] = {}
+        self.rank, self.world_size = 0, 1  # set by PretrainDataModule.setup under data parallelism
 
     def __len__(self) -> int:
         return self.n_batches
@@ -90,18 +116,22 @@ class ValBatches(Dataset):
         if j not in self._cache:
             stop = min((j + 1) * self.batch_size, len(self.view))
             blocks = self.view.get(torch.arange(j * self.batch_size, stop))  # (B, L)
-            self._cache[j] = self.objective.corrupt(blocks, seeded_generator(self.seed, "val", int(j)))
+            batch = self.objective.corrupt(blocks, seeded_generator(self.seed, "val", int(j)))
+            self._cache[j] = shard_batch(batch, self.rank, self.world_size)
         return self._cache[j]
 
 
-class StartAtSampler(Sampler[int]):
+class StartAtSampler(DistributedSampler):
     """Yields start, start + 1, ..., n - 1: the step-indexed sampler, resumable at any batch.
 
     `len` is the whole stream (n) even when starting later: Lightning resumes mid-epoch by counting on
     from the batches already done and ends the epoch when that count reaches the loader's length.
+    Every data-parallel rank walks the same batch indices (the datasets shard inside each batch); being a
+    DistributedSampler tells Lightning not to replace it.
     """
 
     def __init__(self, n: int, start: int = 0) -> None:
+        super().__init__(range(int(n)), num_replicas=1, rank=0, shuffle=False)
         self.n, self.start = int(n), int(start)
 
     def __iter__(self) -> Iterator[int]:
@@ -156,6 +186,18 @@ class PretrainDataModule(pl.LightningDataModule):
     def start_batch(self) -> int:
         return self._sampler.start
 
+    def setup(self, stage: str) -> None:
+        """Under data parallelism (called in every rank's process): shard each batch by the trainer's rank."""
+        trainer = getattr(self, "trainer", None)
+        world_size = int(getattr(trainer, "world_size", 1) or 1)
+        check_shardable(self.batch_size, world_size)
+        rank = int(getattr(trainer, "global_rank", 0) or 0)
+        for dataset in (self.train_batches, self.val_batches):
+            if (dataset.rank, dataset.world_size) != (rank, world_size):
+                dataset.rank, dataset.world_size = rank, world_size
+                if isinstance(dataset, ValBatches):
+                    dataset._cache.clear()
+
     def set_start_batch(self, k: int) -> None:
         """Make the next training epoch start at batch k (k batches already consumed)."""
         if not 0 <= int(k) <= self.train_batches.total_batches:
@@ -170,8 +212,8 @@ class PretrainDataModule(pl.LightningDataModule):
                                    pin_memory=torch.cuda.is_available(), datamodule=self)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_batches, batch_size=None, shuffle=False, num_workers=0,
-                          pin_memory=torch.cuda.is_available())
+        return DataLoader(self.val_batches, batch_size=None, sampler=StartAtSampler(len(self.val_batches)),
+                          num_workers=0, pin_memory=torch.cuda.is_available())
 
     def state_dict(self) -> dict[str, Any]:
         """{"batches_consumed": global_step * accumulate_grad_batches (start_batch without a trainer), "seed"}."""
