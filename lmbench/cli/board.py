@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="objective (or objective@kind) the others are compared with; default: first alphabetically")
     parser.add_argument("--metric", action="append", metavar="NAME",
                         help="metric to show, repeatable; fnmatch patterns allowed ('sentiment/*'). "
-                             "Default: all scores + val_loss, or val_loss + train_loss without scores")
+                             "Default: each task/mode's headline score (acc, acc_calibrated, f1) + val_loss, "
+                             "or val_loss + train_loss without scores")
     parser.add_argument("--no-plots", action="store_true", help="do not write the PNG plots")
     parser.add_argument("--seed", type=int, default=0, help="seed for bootstrap/permutation resampling (default 0)")
     parser.add_argument("--wandb", action="store_true",
