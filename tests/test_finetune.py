@@ -26,7 +26,7 @@ from lmbench.eval.finetune import (FinetuneConfig, SequenceClassifier, finetune_
 from lmbench.eval.pooling import default_pooling, encoder_hidden, pool
 from lmbench.objectives.base import TokenInfo
 from lmbench.tasks import TaskDataError, TextExample, TokenExample, builtin_task
-from lmbench.testing.training import micro_backbone
+from lmbench.testing.training import micro_backbone, save_micro_backbones
 
 KINDS = ("encoder", "decoder", "encoder-decoder")
 
@@ -44,15 +44,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """kind -> a save_pretrained directory (model + tokenizer) of a random-init micro backbone."""
     torch.set_num_threads(1)
     tok = world_tokenizer()
-    info = TokenInfo.from_tokenizer(tok)
-    dirs = {}
-    for kind in KINDS:
-        torch.manual_seed(0)
-        path = tmp_path_factory.mktemp(kind)
-        micro_backbone(kind, info, 128).save_pretrained(path)
-        tok.save_pretrained(path)
-        dirs[kind] = path
-    return dirs
+    return save_micro_backbones(tok, KINDS, tmp_path_factory.mktemp)
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from lmbench.eval.pet import PETConfig, build_rows, pet_finetune, prompt_label_s
 from lmbench.eval.prompts import PromptError, PromptTemplate, Verbalizer, label_scores
 from lmbench.objectives.base import TokenInfo
 from lmbench.tasks import TextExample, builtin_task
-from lmbench.testing.training import micro_backbone
+from lmbench.testing.training import micro_backbone, save_micro_backbones
 from test_finetune import KINDS, world_tokenizer
 
 TEMPLATES = ["{text} It was [MASK] ."]
@@ -30,15 +30,7 @@ VERBALIZER = {"negative": ["awful"], "positive": ["great"]}
 def model_dirs(tmp_path_factory: pytest.TempPathFactory, one_torch_thread: None) -> dict[str, Path]:
     """kind -> a save_pretrained directory (model + tokenizer) of a random-init micro backbone."""
     tok = world_tokenizer()
-    info = TokenInfo.from_tokenizer(tok)
-    dirs = {}
-    for kind in KINDS:
-        torch.manual_seed(0)
-        path = tmp_path_factory.mktemp(kind)
-        micro_backbone(kind, info, 128).save_pretrained(path)
-        tok.save_pretrained(path)
-        dirs[kind] = path
-    return dirs
+    return save_micro_backbones(tok, KINDS, tmp_path_factory.mktemp)
 
 
 @pytest.fixture(scope="module")

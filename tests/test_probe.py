@@ -24,9 +24,8 @@ from lmbench.config import TokenizerConfig
 from lmbench.data.tokenizer import train_tokenizer
 from lmbench.eval.encode import IGNORE, Encoded
 from lmbench.eval.probe import ProbeConfig, fit_probe, probe_classification, probe_ner
-from lmbench.objectives.base import TokenInfo
 from lmbench.tasks import TaskDataError, TextExample, builtin_task
-from lmbench.testing.training import micro_backbone
+from lmbench.testing.training import save_micro_backbones
 
 KINDS = ("encoder", "decoder", "encoder-decoder")
 
@@ -39,15 +38,7 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     texts += [" ".join(e.tokens) for e in builtin_task("ner", "train", 1000, 0)]
     cfg = TokenizerConfig(type="bpe", vocab_size=1000, min_frequency=2, extra_special_tokens=[])
     tok = train_tokenizer(cfg, SimpleNamespace(iter_documents=lambda: iter(texts)))
-    info = TokenInfo.from_tokenizer(tok)
-    dirs = {}
-    for kind in KINDS:
-        torch.manual_seed(0)
-        path = tmp_path_factory.mktemp(kind)
-        micro_backbone(kind, info, 128).save_pretrained(path)
-        tok.save_pretrained(path)
-        dirs[kind] = path
-    return dirs
+    return save_micro_backbones(tok, KINDS, tmp_path_factory.mktemp)
 
 
 @pytest.fixture(scope="module")

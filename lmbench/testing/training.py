@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +55,21 @@ class TrainingRun:
     first: LossOutput | None = None
     modules: dict[str, nn.Module] = field(default_factory=dict)
     idle_modules: list[str] = field(default_factory=list)
+
+
+def save_micro_backbones(tokenizer: Any, kinds: Sequence[str], make_dir: Callable[[str], Path],
+                         max_positions: int = 128) -> dict[str, Path]:
+    """kind -> a `save_pretrained` directory (model + tokenizer) of a random-init micro backbone per kind,
+    each built after `torch.manual_seed(0)`: the local model directories evaluation code loads."""
+    tokens = TokenInfo.from_tokenizer(tokenizer)
+    dirs = {}
+    for kind in kinds:
+        torch.manual_seed(0)
+        path = make_dir(kind)
+        micro_backbone(kind, tokens, max_positions).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        dirs[kind] = path
+    return dirs
 
 
 def overfit(objective: Objective, kind: str, tokens: TokenInfo, batch: Batch, max_positions: int,
