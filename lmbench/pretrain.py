@@ -10,6 +10,7 @@ only a finished run says `completed`; `resume=auto` continues a killed run exact
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -35,11 +36,12 @@ from lmbench.results import config_hash, now_iso, run_config, write_results
 from lmbench.train.budget import (TrainClock, check_budget_at_start, compute_summary, log_summary,
                                   measure_peak_flops, plan_budget)
 from lmbench.train.checkpointing import AtomicCheckpointIO
+from lmbench.train.fit_summary import FitSummary, FitSummaryCallback, read_fit_summary
 from lmbench.train.module import PretrainModule
 from lmbench.train.nonfinite import NonFiniteGuard
 from lmbench.train.resume import (ResumePlan, RunState, check_compatible, keep_metrics_history, model_config_dict,
                                   plan_resume, run_identity)
-from lmbench.train.trainer import build_trainer, check_reliability_settings, resolve_precision
+from lmbench.train.trainer import build_trainer, check_devices, check_reliability_settings, resolve_precision
 
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,7 @@ def check_writable(output_dir: Path) -> None:
     """Create output_dir and prove a file can be written there (disk full / read-only fail here)."""
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".lmbench-write-probe"
+        probe = output_dir / f".lmbench-write-probe-{os.getpid()}"  # per process: Slurm starts every rank here
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:
@@ -144,6 +146,7 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
     source = make_source(cfg.data)
     check_budget_at_start(cfg, resolved.kind)  # a bad budget, or FLOPs without a formula, fails before any work
     check_reliability_settings(cfg.trainer)
+    check_devices(cfg.trainer)  # GPU-only settings on a machine without CUDA
     precision = resolve_precision(cfg.trainer)
     record["precision"] = precision
     plan = plan_resume(cfg.get("resume"), output_dir, checkpointing=bool(cfg.trainer.checkpoint))
@@ -201,21 +204,16 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
     loggers = build_loggers(cfg.logger, output_dir, run_name=output_dir.name, group=sweep_group(),
                             job_type=resolved.cls.name, config=resolved_cfg)
     trainer = build_trainer(cfg.trainer, output_dir, budget.max_steps, precision, identity=identity,
-                            callbacks=[run_state, clock, *callbacks], loggers=loggers)
-    module.peak_flops = measure_peak_flops(trainer.strategy.root_device, precision, trainer.world_size)
-    train_loss = fit_or_resume(trainer, module, datamodule, plan, run_state, record)
-    trainer.validate(module, datamodule=datamodule, verbose=False)  # the final model's validation loss
-
+                            callbacks=[run_state, clock, FitSummaryCallback(), *callbacks], loggers=loggers)
+    module.peak_flops = measure_peak_flops(trainer.strategy.root_device, precision, trainer.world_size,
+                                           nodes=trainer.num_nodes)
+    fit = fit_or_resume(trainer, module, datamodule, plan, run_state, record)
     record.update(
-        steps=int(trainer.global_step),
-        tokens_seen=int(module.tokens_seen),
-        supervised_tokens=int(module.supervised_tokens),
-        train_loss=train_loss,
-        val_loss=module.last_val_loss,
-        wall_time_s=round(time.perf_counter() - started, 3),
-        **compute_summary(budget, int(trainer.global_step), int(module.tokens_seen), clock.train_s, module.peak_flops),
+        steps=fit.steps, tokens_seen=fit.tokens_seen, supervised_tokens=fit.supervised_tokens,
+        train_loss=fit.train_loss, val_loss=fit.val_loss, wall_time_s=round(time.perf_counter() - started, 3),
+        **compute_summary(budget, fit.steps, fit.tokens_seen, fit.train_s, module.peak_flops),
     )
-    log_summary(record, int(trainer.global_step))
+    log_summary(record, fit.steps)
     if cfg.save_model and trainer.is_global_zero:
         model_dir = output_dir / "model"
         save_model_atomically(model, tokenizer, model_dir)
@@ -229,9 +227,11 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
 
 
 def fit_or_resume(trainer: pl.Trainer, module: PretrainModule, datamodule: PretrainDataModule, plan: ResumePlan,
-        run_state: RunState, record: dict[str, Any]) -> float | None:
-    """trainer.fit, from `plan`'s checkpoint if any; records resumes and skips (also when fit fails) and
-    returns the last training loss."""
+        run_state: RunState, record: dict[str, Any]) -> FitSummary:
+    """trainer.fit, from `plan`'s checkpoint if any, ending with the final model's validation loss.
+
+    Records resumes and skips also when fit fails. The counters come from `FitSummary`, which rank 0
+    sends back also under a spawning strategy (where this process's module never trains)."""
     checkpoint = plan.checkpoint
     if checkpoint is not None:
         if checkpoint.step is not None:
@@ -245,8 +245,20 @@ def fit_or_resume(trainer: pl.Trainer, module: PretrainModule, datamodule: Pretr
     finally:
         record.update(resumes=list(run_state.resumes), skipped_steps=guard.skipped_steps,
                       skipped_at=list(guard.skipped_at), steps=int(trainer.global_step))
-    loss = _metric(trainer, "pretrain/loss")
-    return run_state.train_loss if loss is None else loss  # None: resumed at the last step, no step ran
+    fit = read_fit_summary(trainer)
+    if fit is None:  # fit returned without on_fit_end (an interrupt Lightning handled): what this process saw
+        next(c for c in trainer.callbacks if isinstance(c, FitSummaryCallback)).on_fit_end(trainer, module)
+        fit = read_fit_summary(trainer)
+        assert fit is not None
+    record.update(resumes=fit.resumes, skipped_steps=fit.skipped_steps, skipped_at=fit.skipped_at, steps=fit.steps)
+    if fit.val_step != fit.steps:  # no validation of the final model inside fit (resumed at the last step)
+        loggers, trainer.loggers = trainer.loggers, []  # a spawned validate's fresh CSV logger would delete the log
+        try:
+            trainer.validate(module, datamodule=datamodule, verbose=False)
+        finally:
+            trainer.loggers = loggers
+        fit.val_loss, fit.val_step = _metric(trainer, "val/loss"), fit.steps
+    return fit
 
 
 def run_disk_bytes(cfg: DictConfig, module: PretrainModule) -> int:

@@ -192,3 +192,22 @@ def test_trainer_presets() -> None:
     assert trainer.world_size == 2
     fsdp, _ = hydra_compose(["trainer=fsdp"])
     assert (fsdp.trainer.strategy, fsdp.trainer.accelerator, fsdp.trainer.devices) == ("fsdp", "gpu", "auto")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU: FSDP is allowed")
+@pytest.mark.parametrize("overrides,expected", [
+    (["trainer=fsdp"], "trainer.strategy='fsdp' runs on CUDA GPUs only"),
+    (["trainer.accelerator=gpu"], "trainer.accelerator='gpu' but no CUDA GPU is available here; allowed values"),
+])
+def test_gpu_only_trainer_settings_fail_before_any_work(tmp_path: Path, overrides: list[str], expected: str) -> None:
+    """Lightning refuses FSDP and a GPU accelerator without CUDA only when the Trainer is built, after the
+    tokenizer, data and model; lmbench says so at start."""
+    from lmbench.config import compose_config
+    from lmbench.pretrain import run_pretraining
+    from lmbench.results import empty_record
+
+    cfg = compose_config([*overrides, "task=[]", f"data.cache_dir={tmp_path / 'cache'}",
+                          f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ValueError, match=expected.replace("(", r"\(").replace(".", r"\.")):
+        run_pretraining(cfg, empty_record())
+    assert not (tmp_path / "cache").exists()  # no tokenizer or token cache was built

@@ -89,8 +89,12 @@ def test_peak_is_measured_once_per_process(runs: dict[str, Any]) -> None:
     peaks = {r["peak_flops"] for r, _, _ in runs.values()}
     assert len(peaks) == 1  # the second run reused the first run's measurement
     start = time.perf_counter()
-    assert measure_peak_flops(torch.device("cpu"), "32-true") == peaks.pop()
+    peak = peaks.pop()
+    assert measure_peak_flops(torch.device("cpu"), "32-true") == peak
     assert time.perf_counter() - start < 0.05
+    # CPU data-parallel processes share the node's cores: only nodes multiply the peak, not processes
+    assert measure_peak_flops(torch.device("cpu"), "32-true", devices=2) == peak
+    assert measure_peak_flops(torch.device("cpu"), "32-true", devices=4, nodes=2) == 2 * peak
 
 
 def test_summary_is_logged_and_a_family_without_formula_still_trains(

@@ -98,6 +98,18 @@ def test_cli_reports_low_disk_in_results(tmp_path: Path) -> None:
     assert "MiB free" in results["error"]["message"]
 
 
+
+def test_only_rank_zero_records_a_failure(tmp_path: Path) -> None:
+    """Under Slurm (`trainer.strategy=ddp`) every rank runs the whole job in the same output dir: the write
+    probe is per process and only rank 0 writes results.json, so ranks never race on one file."""
+    env = {**os.environ, "LMBENCH_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
+           "RANK": "1", "SLURM_PROCID": "1"}
+    proc = subprocess.run([sys.executable, "-m", "lmbench.cli.main", *SMALL, "min_free_disk_mb=1000000000",
+                           f"hydra.run.dir={tmp_path / 'run'}"], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "min_free_disk_mb" in proc.stderr  # the rank still fails, loudly
+    assert (tmp_path / "run").is_dir() and not (tmp_path / "run" / "results.json").exists()
+    assert not list((tmp_path / "run").glob(".lmbench-write-probe*"))
+
 # ---- mid-run ----------------------------------------------------------------------------------
 def test_disk_full_while_checkpointing_fails_cleanly_and_resumes(tmp_path: Path, cache: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:

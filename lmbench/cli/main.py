@@ -126,8 +126,11 @@ def _app(cfg: DictConfig) -> float | None:
         record.update(status="failed", finished_at=now_iso(),
                       error={"type": type(exc).__name__, "message": str(exc),
                              "traceback": traceback.format_exc(limit=8)})
+        from lightning_fabric.utilities.rank_zero import rank_zero_only  # rank from the launcher's env
+
         try:
-            write_results(Path(cfg.output_dir), record)
+            if rank_zero_only.rank == 0:  # under Slurm every rank runs this job; rank 0 owns results.json
+                write_results(Path(cfg.output_dir), record)
         except OSError:
             pass  # the output dir itself is the problem; the raised error says so
         if in_sweep() or os.environ.get("HYDRA_FULL_ERROR") == "1" or not is_user_error(exc):

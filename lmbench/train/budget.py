@@ -250,13 +250,15 @@ def _clock_factor(clock: TrainClock, step: int) -> float:
 
 
 # ---- after training ------------------------------------------------------------------------------
-def measure_peak_flops(device: torch.device, precision: str, devices: int = 1) -> float:
-    """Peak matmul FLOP/s of the run: `device`'s, in the dtype `precision` computes in, times `devices`
-    (data-parallel processes: the FLOPs counted are the global batch's). Measured once per process:
+def measure_peak_flops(device: torch.device, precision: str, devices: int = 1, nodes: int = 1) -> float:
+    """Peak matmul FLOP/s of the run: `device`'s, in the dtype `precision` computes in, times the number of
+    such devices (the FLOPs counted are the global batch's): `devices` data-parallel processes on GPUs; on
+    CPUs the processes of a node share its cores, so only `nodes` multiply. Measured once per process:
     about 0.3 s on a CPU, 0.5 s on a GPU."""
     dtype = PRECISION_DTYPES.get(precision, torch.float32)
     size, seconds = (8192, 0.5) if device.type == "cuda" else (1024, 0.25)
-    return peak_matmul_flops(device, dtype, seconds=seconds, size=size) * max(1, int(devices))
+    copies = devices if device.type == "cuda" else nodes
+    return peak_matmul_flops(device, dtype, seconds=seconds, size=size) * max(1, int(copies))
 
 
 def compute_summary(budget: RunBudget, steps: int, tokens_seen: int, train_s: float,

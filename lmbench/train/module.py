@@ -83,7 +83,10 @@ class PretrainModule(pl.LightningModule):
         out = self.objective.loss(self.model, batch)
         supervised = out.stats.get("supervised_tokens")
         if supervised is not None:
-            self.supervised_tokens += supervised.detach().to(self.supervised_tokens.device).long()
+            supervised = supervised.detach().to(self.supervised_tokens.device).long()
+            if self._ranks() > 1:  # each rank saw its shard of the batch: count the whole batch
+                supervised = self.trainer.strategy.reduce(supervised, reduce_op="sum")
+            self.supervised_tokens += supervised
         self.tokens_seen += self.tokens_per_batch
         self._window_tokens += self.tokens_per_batch
         self.log("pretrain/loss", out.loss.detach(), prog_bar=True)
@@ -111,6 +114,10 @@ class PretrainModule(pl.LightningModule):
             self.log("pretrain/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
             self._window_start, self._window_tokens = now, 0
 
+    def _ranks(self) -> int:
+        """Processes training together (1 also when no Trainer is attached, as in direct calls)."""
+        return self._trainer.world_size if self._trainer is not None else 1
+
     # ---- validation ----------------------------------------------------------------------------
     def on_validation_start(self) -> None:
         self._val_started = time.perf_counter()
@@ -131,8 +138,12 @@ class PretrainModule(pl.LightningModule):
         self._val_count += weight
 
     def on_validation_epoch_end(self) -> None:
-        loss = self._val_sum / self._val_count.clamp_min(1.0)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        total, count = self._val_sum, self._val_count
+        if self._ranks() > 1:  # the token-weighted mean over every rank's batches, not a mean of means
+            total = self.trainer.strategy.reduce(total, reduce_op="sum")
+            count = self.trainer.strategy.reduce(count, reduce_op="sum")
+        loss = total / count.clamp_min(1.0)
+        self.log("val/loss", loss, prog_bar=True)
         self.last_val_loss = float(loss)
 
     # ---- optimisation --------------------------------------------------------------------------

@@ -43,6 +43,23 @@ def resolve_precision(cfg: TrainerConfig) -> str:
     return "bf16-mixed" if cpu_supports_bf16() else "32-true"
 
 
+GPU_ONLY_STRATEGIES = ("fsdp", "deepspeed")
+
+
+def check_devices(cfg: TrainerConfig) -> None:
+    """A GPU accelerator or a GPU-only strategy (Lightning's FSDP, DeepSpeed) on a machine without CUDA fails
+    here, at start, instead of in Lightning after the tokenizer, data and model are built."""
+    if torch.cuda.is_available():
+        return
+    strategy = str(cfg.strategy or "auto")
+    if any(strategy.startswith(name) for name in GPU_ONLY_STRATEGIES):
+        raise ValueError(f"trainer.strategy={strategy!r} runs on CUDA GPUs only (Lightning's rule) and this machine "
+                         "has none; on CPUs use trainer=ddp (data parallel, gloo) or trainer.strategy=auto")
+    if str(cfg.accelerator) in ("gpu", "cuda"):
+        raise ValueError(f"trainer.accelerator={cfg.accelerator!r} but no CUDA GPU is available here; allowed values "
+                         "on this machine: auto, cpu")
+
+
 def check_reliability_settings(cfg: TrainerConfig) -> None:
     """Validate the checkpoint and non-finite keys before any work (messages name key and allowed values)."""
     check_policy(cfg.nonfinite, cfg.max_consecutive_skips)
