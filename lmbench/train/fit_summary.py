@@ -22,6 +22,10 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 import torch
 
+from lmbench.train.budget import TrainClock
+from lmbench.train.nonfinite import NonFiniteGuard
+from lmbench.train.resume import RunState
+
 KEY = "lmbench/fit_summary"
 
 
@@ -45,7 +49,7 @@ class FitSummaryCallback(pl.Callback):
     """Validate at the final step, and publish a `FitSummary` through `trainer.callback_metrics`.
 
     The counters come from the module (`tokens_seen`, `supervised_tokens`) and from the `TrainClock`,
-    `NonFiniteGuard` and `RunState` callbacks, found by attribute so this module imports none of them.
+    `NonFiniteGuard` and `RunState` callbacks of the same trainer.
     """
 
     def __init__(self) -> None:
@@ -71,11 +75,11 @@ class FitSummaryCallback(pl.Callback):
         loss = trainer.callback_metrics.get("pretrain/loss")
         summary.train_loss = None if loss is None else float(loss)
         for callback in trainer.callbacks:
-            if hasattr(callback, "train_s"):  # TrainClock
+            if isinstance(callback, TrainClock):
                 summary.train_s = float(callback.train_s)
-            if hasattr(callback, "skipped_steps"):  # NonFiniteGuard
+            elif isinstance(callback, NonFiniteGuard):
                 summary.skipped_steps, summary.skipped_at = int(callback.skipped_steps), list(callback.skipped_at)
-            if hasattr(callback, "resumes"):  # RunState
+            elif isinstance(callback, RunState):
                 summary.resumes = list(callback.resumes)
                 if summary.train_loss is None:
                     summary.train_loss = callback.train_loss

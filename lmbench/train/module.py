@@ -76,7 +76,6 @@ class PretrainModule(pl.LightningModule):
         self._window_start: float | None = None
         self._window_tokens = 0
         self._val_started = 0.0
-        self.last_val_loss: float | None = None
 
     # ---- training ------------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -144,7 +143,6 @@ class PretrainModule(pl.LightningModule):
             count = self.trainer.strategy.reduce(count, reduce_op="sum")
         loss = total / count.clamp_min(1.0)
         self.log("val/loss", loss, prog_bar=True)
-        self.last_val_loss = float(loss)
 
     # ---- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
