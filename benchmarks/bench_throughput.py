@@ -44,7 +44,7 @@ import pytorch_lightning as pl
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lmbench.train.trainer import cpu_supports_bf16  # noqa: E402
+from lmbench.train.precision import cpu_supports_bf16  # noqa: E402
 
 from _hf_peer import mlm_val_loss, prepare, run_hf, val_batches  # noqa: E402
 

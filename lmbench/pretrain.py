@@ -41,7 +41,9 @@ from lmbench.train.module import PretrainModule
 from lmbench.train.nonfinite import NonFiniteGuard
 from lmbench.train.resume import (ResumePlan, RunState, check_compatible, keep_metrics_history, model_config_dict,
                                   plan_resume, run_identity)
-from lmbench.train.trainer import build_trainer, check_devices, check_reliability_settings, resolve_precision
+from lmbench.backbones.attention import use_cpu_attention
+from lmbench.train.precision import describe_hardware, resolve_precision
+from lmbench.train.trainer import build_trainer, check_devices, check_reliability_settings
 
 
 log = logging.getLogger(__name__)
@@ -147,8 +149,9 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
     check_budget_at_start(cfg, resolved.kind)  # a bad budget, or FLOPs without a formula, fails before any work
     check_reliability_settings(cfg.trainer)
     check_devices(cfg.trainer)  # GPU-only settings on a machine without CUDA
-    precision = resolve_precision(cfg.trainer)
-    record["precision"] = precision
+    precision = resolve_precision(cfg.trainer.precision, cfg.trainer.accelerator)  # what will run, aliases resolved
+    record.update(precision=precision.name, precision_detail=precision.to_record(),
+                  hardware=describe_hardware(precision.device))
     plan = plan_resume(cfg.get("resume"), output_dir, checkpointing=bool(cfg.trainer.checkpoint))
     record["rejected_checkpoints"] = plan.rejected
     if rank_zero_only.rank == 0:  # one writer when Slurm or Lightning starts every rank with this recipe
@@ -174,6 +177,7 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
     }
 
     model = build_backbone(cfg.backbone, resolved.kind, tokens, max_positions=max(block_len, cfg.data.seq_len) + 2)
+    use_cpu_attention(model, precision.device, precision.compute_dtype)  # float32 attention core on bf16 CPUs
     record["backbone"] = {**describe(model), "size": cfg.backbone.size, "pretrained": cfg.backbone.pretrained,
                           "parameters": parameter_count(model)}
     identity = run_identity(run_config(resolved_cfg), model_config_dict(model))
@@ -205,13 +209,14 @@ def run_pretraining(cfg: DictConfig, record: dict[str, Any],
                             job_type=resolved.cls.name, config=resolved_cfg)
     trainer = build_trainer(cfg.trainer, output_dir, budget.max_steps, precision, identity=identity,
                             callbacks=[run_state, clock, FitSummaryCallback(), *callbacks], loggers=loggers)
-    module.peak_flops = measure_peak_flops(trainer.strategy.root_device, precision, trainer.world_size,
-                                           nodes=trainer.num_nodes)
+    peaks = measure_peak_flops(trainer.strategy.root_device, precision.compute_dtype, trainer.world_size,
+                               nodes=trainer.num_nodes)
+    module.peak_flops = peaks.compute
     fit = fit_or_resume(trainer, module, datamodule, plan, run_state, record)
     record.update(
         steps=fit.steps, tokens_seen=fit.tokens_seen, supervised_tokens=fit.supervised_tokens,
         train_loss=fit.train_loss, val_loss=fit.val_loss, wall_time_s=round(time.perf_counter() - started, 3),
-        **compute_summary(budget, fit.steps, fit.tokens_seen, fit.train_s, module.peak_flops),
+        **compute_summary(budget, fit.steps, fit.tokens_seen, fit.train_s, peaks),
     )
     log_summary(record, fit.steps)
     if cfg.save_model and trainer.is_global_zero:

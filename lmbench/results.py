@@ -34,8 +34,15 @@ Schema (version 1), every key always present:
     flops_per_s     float?  flops / train_time_s
     peak_flops      float?  measured peak matmul FLOP/s of the device in the run's compute dtype, times the
                             data-parallel devices (flops count the global batch)
-    mfu             float?  model FLOP utilisation: flops_per_s / peak_flops
-    precision       str     Lightning precision actually used
+    peak_flops_dtype str?   the dtype of peak_flops ("float32", "bfloat16", "float16")
+    peak_flops_fp32 float?  the same device's measured fp32 peak: the common yardstick across precisions
+    mfu             float?  model FLOP utilisation: flops_per_s / peak_flops (against its own dtype's peak)
+    mfu_fp32        float?  flops_per_s / peak_flops_fp32 (comparable between runs of different precisions)
+    precision       str     canonical Lightning precision that ran (e.g. "bf16-mixed" also when
+                            "16-mixed" was asked for on a CPU, "32-true" for `32`)
+    precision_detail obj?   {"requested", "name", "device", "reason", "emulated", "compute_dtype"}
+    hardware        obj?    {"cpu", "machine", "cpu_count", "torch_threads", "cpu_bf16_flags", "cpu_native_bf16",
+                            "torch"} (+ "gpu", "gpu_count", "gpu_capability", "gpu_bf16", "cuda" on CUDA)
     data            obj     {"source", "fingerprint", "n_tokens", "train_tokens", "val_tokens", "seq_len",
                             "block_len", "batch_size"}
     audit           obj?    corruption audit on the first batches: {"passed", "batches", "tokens", "stats":
@@ -112,7 +119,8 @@ def empty_record() -> dict[str, Any]:
         "steps": 0, "tokens_seen": 0, "supervised_tokens": 0, "train_loss": None, "val_loss": None,
         "wall_time_s": 0.0, "budget": None, "train_time_s": None, "tokens_per_s": None, "flops": None,
         "flops_per_step": None, "flops_per_token": None, "flops_per_s": None, "peak_flops": None, "mfu": None,
-        "precision": None, "data": {}, "audit": None, "config_hash": None, "tokenizer_hash": None,
+        "peak_flops_dtype": None, "peak_flops_fp32": None, "mfu_fp32": None,
+        "precision": None, "precision_detail": None, "hardware": None, "data": {}, "audit": None, "config_hash": None, "tokenizer_hash": None,
         "model_dir": None, "versions": package_versions(), "started_at": now_iso(), "finished_at": None,
         "resumes": [], "rejected_checkpoints": [], "skipped_steps": 0, "skipped_at": [], "scores": {}, "eval": None,
     }

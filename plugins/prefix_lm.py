@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from lmbench.backbones.attention import mask_convention
 from lmbench.objectives.base import (
     Batch,
     Blocks,
@@ -57,6 +58,7 @@ def prefix_lm_mask(prefix_len: Tensor, attention_mask: Tensor, attn_implementati
     padding. Every query also attends to itself, so no row is empty (a padding query would otherwise
     have no key and give NaN under sdpa). sdpa: bool, True = attend; eager: 0 / finfo(dtype).min.
     """
+    attn_implementation = mask_convention(attn_implementation)
     B, L = attention_mask.shape
     pos = torch.arange(L, device=attention_mask.device)  # (L,)
     causal = pos[None, :] <= pos[:, None]  # (L, L) [query, key]

@@ -216,3 +216,19 @@ def test_cli_writes_files_and_exit_codes(tree: Path, tmp_path: Path, capsys: pyt
             main(argv)
         assert exc.value.code == 2
     assert "matches no metric" in capsys.readouterr().err
+
+
+def test_mfu_is_ranked_only_within_one_precision(tmp_path: Path) -> None:
+    """Each run's `mfu` is against its own dtype's peak: across precisions the board refuses it and says why,
+    and ranks `mfu_fp32` (one yardstick) instead; differing precisions are flagged as not like for like."""
+    write_run(tmp_path, "a", "mlm", 0, precision="bf16-mixed", peak_flops_dtype="bfloat16", mfu=0.10, mfu_fp32=0.60)
+    write_run(tmp_path, "b", "clm", 0, precision="32-true", peak_flops_dtype="float32", mfu=0.40, mfu_fp32=0.40)
+    with pytest.raises(BoardError, match=r"--metric mfu: .*bfloat16: mlm@encoder; float32: clm@decoder.*mfu_fp32"):
+        build_leaderboard(tmp_path, metrics=["mfu"])
+    lb = build_leaderboard(tmp_path, metrics=["mfu_fp32"])
+    assert [r.objective for r in lb.rows] == ["mlm", "clm"]  # 0.60 > 0.40 on the common fp32 yardstick
+    assert any("runs differ in precision" in w for w in lb.warnings)
+    same = tmp_path / "same"
+    write_run(same, "a", "mlm", 0, precision="bf16-mixed", peak_flops_dtype="bfloat16", mfu=0.10)
+    write_run(same, "b", "clm", 0, precision="bf16-mixed", peak_flops_dtype="bfloat16", mfu=0.30)
+    assert [r.objective for r in build_leaderboard(same, metrics=["mfu"]).rows] == ["clm", "mlm"]

@@ -90,11 +90,14 @@ def test_peak_is_measured_once_per_process(runs: dict[str, Any]) -> None:
     assert len(peaks) == 1  # the second run reused the first run's measurement
     start = time.perf_counter()
     peak = peaks.pop()
-    assert measure_peak_flops(torch.device("cpu"), "32-true") == peak
+    record = runs["mlm"][0]
+    dtype = getattr(torch, record["peak_flops_dtype"])  # auto: bfloat16 on a native-bf16 CPU, else float32
+    measured = measure_peak_flops(torch.device("cpu"), dtype)
+    assert (measured.compute, measured.fp32) == (peak, record["peak_flops_fp32"])
     assert time.perf_counter() - start < 0.05
     # CPU data-parallel processes share the node's cores: only nodes multiply the peak, not processes
-    assert measure_peak_flops(torch.device("cpu"), "32-true", devices=2) == peak
-    assert measure_peak_flops(torch.device("cpu"), "32-true", devices=4, nodes=2) == 2 * peak
+    assert measure_peak_flops(torch.device("cpu"), dtype, devices=2).compute == peak
+    assert measure_peak_flops(torch.device("cpu"), dtype, devices=4, nodes=2).compute == 2 * peak
 
 
 def test_summary_is_logged_and_a_family_without_formula_still_trains(
@@ -118,4 +121,4 @@ def test_summary_line_names_mfu(tmp_path: Path, runs: dict[str, Any], caplog: py
     with caplog.at_level(logging.INFO, logger="lmbench.train.budget"):
         run_pretraining(cfg, empty_record())
     assert "budget (trainer.max_steps): 1 optimizer steps" in caplog.text
-    assert "trained 1 steps in" in caplog.text and "MFU" in caplog.text and "of the measured peak" in caplog.text
+    assert "trained 1 steps in" in caplog.text and "MFU" in caplog.text and "of the measured" in caplog.text and "of the fp32 peak" in caplog.text

@@ -23,7 +23,8 @@ from lmbench.board.stats import Comparison, Estimate, apply_holm, bootstrap_ci, 
 
 __all__ = ["Leaderboard", "Row", "Run", "FailedRun", "BoardError", "build_leaderboard", "default_metrics"]
 
-FAIRNESS_KEYS = (("data", "fingerprint"), ("tokenizer_hash",), ("backbone", "size"), ("data", "seq_len"))
+FAIRNESS_KEYS = (("data", "fingerprint"), ("tokenizer_hash",), ("backbone", "size"), ("data", "seq_len"),
+                 ("precision",))
 
 
 class BoardError(ValueError):
@@ -104,6 +105,21 @@ def _select_metrics(runs: list[Run], patterns: list[str] | None) -> list[str]:
     return chosen
 
 
+def _check_mfu_comparable(runs: list[Run], metrics: list[str]) -> None:
+    """`mfu` is each run's FLOP/s over its own compute dtype's peak (bf16 peaks are several times fp32's on
+    AMX CPUs and GPUs), so it ranks only runs of one precision; `mfu_fp32` shares one yardstick."""
+    if "mfu" not in metrics:
+        return
+    by_dtype: dict[str, list[str]] = {}
+    for run in runs:
+        by_dtype.setdefault(str(run.record.get("peak_flops_dtype") or run.record.get("precision")), []).append(run.key)
+    if len(by_dtype) > 1:
+        detail = "; ".join(f"{d}: {', '.join(sorted(set(k)))}" for d, k in sorted(by_dtype.items()))
+        raise BoardError(f"--metric mfu: these runs measured MFU against peaks of different dtypes ({detail}), "
+                         "so their MFU values are not comparable; rank on mfu_fp32 (every run against its "
+                         "device's fp32 peak) or compare runs of one precision")
+
+
 def _pick_baseline(rows: list[Row], baseline: str | None) -> str | None:
     keys = sorted(row.key for row in rows)
     if not keys:
@@ -151,6 +167,7 @@ def build_leaderboard(run_dir: Path | str, *, baseline: str | None = None, metri
     root = Path(run_dir)
     runs, failed, warnings = collect_runs(root)
     chosen = _select_metrics(runs, metrics) if runs else []
+    _check_mfu_comparable(runs, chosen)
     groups: dict[str, Row] = {}
     for run in runs:
         groups.setdefault(run.key, Row(run.objective, run.backbone_kind, [])).runs.append(run)

@@ -24,7 +24,8 @@ import yaml
 
 from lmbench.results import RESULTS_FILE
 
-PRETRAIN_METRICS = ("val_loss", "train_loss")  # top-level results.json numbers usable as metrics
+# top-level results.json numbers usable as metrics (`mfu` only among runs of one precision: see build_leaderboard)
+PRETRAIN_METRICS = ("val_loss", "train_loss", "tokens_per_s", "mfu", "mfu_fp32")
 METRICS_CSV = Path("logs") / "metrics.csv"
 
 

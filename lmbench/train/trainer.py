@@ -1,6 +1,6 @@
-"""Build the Lightning Trainer from the `trainer` config group, and resolve the precision.
+"""Build the Lightning Trainer from the `trainer` config group.
 
-Kept apart from the module so the recipe in `lmbench.pretrain` can check the precision and reliability
+Kept apart from the module so the recipe in `lmbench.pretrain` can check the device and reliability
 settings before any model exists, and so tests can build trainers cheaply. The step or time limit comes
 from the budget (lmbench.train.budget).
 """
@@ -18,30 +18,8 @@ from pytorch_lightning.loggers import CSVLogger, Logger
 from lmbench.config import TrainerConfig
 from lmbench.train.checkpointing import AtomicCheckpointIO
 from lmbench.train.nonfinite import NonFiniteGuard, check_policy
+from lmbench.train.precision import PrecisionChoice, build_precision_plugin
 from lmbench.train.resume import CHECKPOINT_DIR
-
-PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true")
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 matmul (AVX-512 BF16 / AMX); emulated bf16 is slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(cfg: TrainerConfig) -> str:
-    """`auto` -> bf16-mixed where the hardware runs bf16 natively (CUDA with bf16, or a bf16 CPU), else fp32."""
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"trainer.precision={cfg.precision!r}; allowed values: {', '.join(PRECISIONS)}")
-    if cfg.precision != "auto":
-        return cfg.precision
-    use_cuda = cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-    if use_cuda:
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "bf16-mixed" if cpu_supports_bf16() else "32-true"
-
 
 GPU_ONLY_STRATEGIES = ("fsdp", "deepspeed")
 
@@ -76,15 +54,16 @@ def checkpoint_interval(cfg: TrainerConfig) -> int:
     return int(cfg.checkpoint_every_n_steps or max(1, cfg.val_check_interval))
 
 
-def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: Optional[int], precision: str, *,
+def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: Optional[int], precision: PrecisionChoice, *,
                   identity: Optional[dict[str, Any]] = None, callbacks: Sequence[pl.Callback] = (),
                   loggers: Optional[Sequence[Logger]] = None) -> pl.Trainer:
     """A Trainer that runs exactly `total_steps` optimizer steps (None: no step limit, for a time budget
     whose TrainClock callback stops it), logs CSV, and checkpoints under
     output_dir/checkpoints every `checkpoint_interval(cfg)` steps: `step-NNNNNNN.ckpt` (the newest
     `keep_checkpoints` kept), each written atomically with a manifest carrying `identity`, and
-    `last.ckpt` linking to the newest. The non-finite policy guard is always installed. `loggers`
-    default: a CSVLogger writing output_dir/logs/metrics.csv."""
+    `last.ckpt` linking to the newest. The non-finite policy guard is always installed. `precision`
+    (lmbench.train.precision.resolve_precision) runs through lmbench's autocast plugin, so gradient
+    clipping works with fused AdamW. `loggers` default: a CSVLogger writing output_dir/logs/metrics.csv."""
     check_reliability_settings(cfg)
     all_callbacks: list[pl.Callback] = [NonFiniteGuard(cfg.nonfinite, cfg.max_consecutive_skips,
                                                        check_every=cfg.log_every_n_steps), *callbacks]
@@ -95,6 +74,7 @@ def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: Optional[in
             every_n_train_steps=checkpoint_interval(cfg), enable_version_counter=False))
     if cfg.progress_bar:
         all_callbacks.append(RichProgressBar(leave=True))
+    precision_plugin = build_precision_plugin(precision, str(cfg.strategy or "auto"))
     val_every = min(cfg.val_check_interval, total_steps or cfg.val_check_interval) * cfg.accumulate_grad_batches
     return pl.Trainer(
         max_steps=-1 if total_steps is None else total_steps,
@@ -102,7 +82,7 @@ def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: Optional[in
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
-        precision=precision,
+        precision=None if precision_plugin else precision.name,
         gradient_clip_val=cfg.gradient_clip_val,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         val_check_interval=val_every,
@@ -112,7 +92,7 @@ def build_trainer(cfg: TrainerConfig, output_dir: Path, total_steps: Optional[in
         log_every_n_steps=cfg.log_every_n_steps,
         logger=list(loggers) if loggers else CSVLogger(save_dir=str(output_dir), name="", version="logs"),
         callbacks=all_callbacks,
-        plugins=[AtomicCheckpointIO(identity)],
+        plugins=[AtomicCheckpointIO(identity), *([precision_plugin] if precision_plugin else [])],
         enable_checkpointing=cfg.checkpoint,
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
