@@ -14,7 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import PreTrainedModel
 
+from lmbench.backbones.heads import causal_projection
 from lmbench.objectives.base import Batch, Blocks, LossOutput, Objective, ObjectiveConfig, PromisedStat
+from lmbench.objectives.lm_loss import linear_cross_entropy
 
 IGNORE = -100
 
@@ -51,6 +53,22 @@ def shifted_cross_entropy(logits: Tensor, labels: Tensor) -> tuple[Tensor, dict[
     return loss, stats
 
 
+def causal_lm_loss(model: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor, labels: Tensor) -> LossOutput:
+    """Next-token loss of a decoder: through the blockwise vocabulary loss where the model's head is a
+    known plain projection (GPT-2, Llama: no float32 (B, L, V) logits), else on the model's own logits.
+    Both give the mean over supervised targets and the stats `supervised_tokens` and `accuracy`."""
+    projection = causal_projection(model, input_ids=input_ids, attention_mask=attention_mask)
+    if projection is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (B, L, V)
+        loss, stats = shifted_cross_entropy(logits, labels)
+        return LossOutput(loss=loss, stats=stats)
+    hidden = projection.hidden.reshape(-1, projection.hidden.size(-1))  # (B*L, H)
+    total, correct, count = linear_cross_entropy(hidden, projection.weight, next_token_targets(labels).reshape(-1),
+                                                 projection.bias)
+    denom = count.clamp(min=1)
+    return LossOutput(loss=total / denom, stats={"supervised_tokens": count.detach(), "accuracy": correct / denom})
+
+
 class CausalLM(Objective):
     """Next-token prediction on a decoder; the targets are the inputs themselves (shifted in the loss)."""
 
@@ -65,9 +83,7 @@ class CausalLM(Objective):
         return {"input_ids": ids, "attention_mask": real.long(), "labels": ids.masked_fill(~real, IGNORE)}
 
     def loss(self, model: PreTrainedModel, batch: Batch) -> LossOutput:
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, L, V)
-        loss, stats = shifted_cross_entropy(logits, batch["labels"])
-        return LossOutput(loss=loss, stats=stats)
+        return causal_lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
 
     def promised_stats(self) -> dict[str, PromisedStat]:
         return {

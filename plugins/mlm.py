@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lmbench.backbones.heads import mlm_projection
 from lmbench.objectives.base import (
     Batch,
     Blocks,
@@ -26,6 +27,7 @@ from lmbench.objectives.base import (
     PromisedStat,
     TokenInfo,
 )
+from lmbench.objectives.lm_loss import linear_cross_entropy
 from lmbench_plugins.masking import span_selection, truncated_geometric_pmf, whole_word_selection
 
 if TYPE_CHECKING:
@@ -175,6 +177,13 @@ class MaskedLM(Objective):
         if head is not None:
             hidden = model.base_model(input_ids=batch["input_ids"],
                                       attention_mask=batch["attention_mask"]).last_hidden_state  # (B, L, H)
+            projection = mlm_projection(model, hidden[supervised])  # (N, H) features of BERT/RoBERTa heads
+            if projection is not None:  # blockwise vocabulary loss: no float32 (N, V) logits kept
+                total, correct, count = linear_cross_entropy(projection.hidden, projection.weight, targets,
+                                                             projection.bias)
+                denom = count.clamp(min=1)
+                return LossOutput(loss=total / denom, stats={"supervised_tokens": count,
+                                                             "mlm_accuracy": correct.float() / denom})
             logits = head(hidden[supervised])  # (N, V)
         else:
             logits = model(input_ids=batch["input_ids"],

@@ -26,7 +26,7 @@ from lmbench.objectives.base import (
     ObjectiveConfigError,
     PromisedStat,
 )
-from lmbench_plugins.clm import IGNORE, shifted_cross_entropy
+from lmbench_plugins.clm import IGNORE, causal_lm_loss
 
 
 @dataclass
@@ -103,8 +103,8 @@ class PrefixLM(Objective):
     def loss(self, model: PreTrainedModel, batch: Batch) -> LossOutput:
         mask = prefix_lm_mask(batch["prefix_len"], batch["attention_mask"], model.config._attn_implementation,
                               model.dtype)  # (B, 1, L, L)
-        logits = model(input_ids=batch["input_ids"], attention_mask=mask).logits  # (B, L, V)
-        loss, stats = shifted_cross_entropy(logits, batch["labels"])
+        out = causal_lm_loss(model, batch["input_ids"], mask, batch["labels"])
+        loss, stats = out.loss, out.stats
         n = batch["attention_mask"].sum(1).clamp(min=1)  # (B,)
         stats["prefix_fraction"] = (batch["prefix_len"] / n).mean().detach()
         return LossOutput(loss=loss, stats=stats)

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from lmbench.backbones.heads import seq2seq_projection
 from lmbench.objectives.base import Batch, LossOutput
+from lmbench.objectives.lm_loss import linear_cross_entropy
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -31,6 +33,13 @@ def seq2seq_loss(model: PreTrainedModel, batch: Batch) -> LossOutput:
     """
     labels = batch["labels"]  # (B, T)
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)  # (B, T)
+    projection = seq2seq_projection(model, batch["input_ids"], batch["attention_mask"], decoder_input_ids)
+    if projection is not None:  # T5 / BART: the blockwise vocabulary loss, no float32 (B, T, V) logits
+        hidden = projection.hidden.reshape(-1, projection.hidden.size(-1))  # (B*T, H)
+        total, correct, count = linear_cross_entropy(hidden, projection.weight, labels.reshape(-1), projection.bias)
+        denom = count.clamp(min=1)
+        return LossOutput(loss=total / denom, stats={"supervised_tokens": count.detach(),
+                                                     "accuracy": correct.float() / denom})
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 decoder_input_ids=decoder_input_ids)
     logits = out.logits.float()  # (B, T, V) float32 even under bf16 autocast
