@@ -18,14 +18,17 @@ a_kv = kv heads x head_dim, f: feed-forward width, T_k: key length), forward FLO
 and the output projection to the vocabulary V costs 2 d V per projected position (BERT and RoBERTa
 heads add their d x d transform, 2 d^2). Which positions are projected and which lengths apply:
 
-- encoder (bert, roberta): T = input length; the vocabulary head runs only at supervised positions
-  (labels != -100), as the MLM objectives do (the sparse head); at every position if there are no labels;
-- decoder (gpt2, llama): T = input length; head at every position. Causal attention is counted over
+The vocabulary head runs only at supervised positions, as the objectives' loss computes it
+(lmbench.objectives.lm_loss skips rows without a target), and at every position of a batch without labels:
+
+- encoder (bert, roberta): T = input length; head at labels != -100 (MLM's sparse head);
+- decoder (gpt2, llama): T = input length; head at next-token targets (labels[:, 1:] != -100: a
+  prefix LM's prefix and padding are not projected). Causal attention is counted over
   all T keys (what dense and PyTorch's own kernels compute; a flash kernel skips about half of it);
   UL2 batches built for both layouts carry the decoder's under `lm_*` keys, which are used;
 - encoder-decoder (t5, bart): encoder over the input length T_in, decoder over the target length
   T_out (`labels` or `decoder_input_ids`) with self-attention over T_out and cross-attention over
-  T_in; head at every decoder position.
+  T_in; head at decoder positions with a label (labels != -100).
 
 Shapes are the batch's padded shapes: padding costs compute like any other position. Check: the
 numbers agree with `torch.utils.flop_counter.FlopCounterMode` within a few percent on every family
@@ -179,14 +182,19 @@ def training_flops(model: nn.Module, batch: dict[str, Tensor], objective_name: s
         add(stack_flops(main, B * T, T))
         add(stack_flops(decoder, B * target_len, target_len, cross_len=T, cross_positions=B * T))
         head_positions, head_cost = B * target_len, 2.0 * main.d * vocab
+        labels = batch.get("labels")
+        if isinstance(labels, Tensor):
+            head_positions = int((labels != IGNORE_INDEX).sum())  # rows without a target are not projected
     else:
         add(stack_flops(main, B * T, T))
         head_positions, head_cost = B * T, 2.0 * main.d * vocab
+        labels = batch.get("labels")
         if kind == "encoder":
-            labels = batch.get("labels")
             if isinstance(labels, Tensor):
                 head_positions = int((labels != IGNORE_INDEX).sum())  # the sparse MLM head
             head_cost += 2.0 * main.d * main.d  # BERT / RoBERTa head: dense d x d transform, then d x V
+        elif isinstance(labels, Tensor):
+            head_positions = int((labels[:, 1:] != IGNORE_INDEX).sum())  # next-token targets only
     detail["head"] = float(head_positions) * head_cost if has_head else 0.0
     forward = float(sum(detail.values()))
     training = forward * (1.0 + BACKWARD_FACTOR)
